@@ -1,0 +1,1 @@
+"""Reference meta-learners. Each consumes metabench's public API like any user would."""

@@ -1,0 +1,137 @@
+"""What every metabench environment shares: action checking, seeding and the batched vector env.
+
+The environment files themselves (``omniglot.py``, ``sinusoid.py``) define the spaces, the
+observation and the reward; :class:`FewShotVectorEnv` runs any of them as one meta-batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from metabench.episodes import Episodes
+
+
+def as_action_tensor(action: Any, shape: tuple[int, ...], device: torch.device, what: str) -> torch.Tensor:
+    """Check an action and return it as a float32 tensor on ``device``.
+
+    Accepts numpy arrays, torch tensors and nested lists of real numbers. Raises ``ValueError``
+    naming the expected shape on a wrong shape, a non-numeric dtype or a NaN/inf entry.
+    """
+    if isinstance(action, torch.Tensor):
+        tensor = action.detach()
+    else:
+        array = np.asarray(action)
+        if array.dtype.kind not in "iuf":
+            raise ValueError(f"expected {what}: real numbers of shape {shape}, got dtype {array.dtype}")
+        tensor = torch.from_numpy(array)
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"expected {what}: real numbers of shape {shape}, got dtype {tensor.dtype}")
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"expected {what} of shape {shape}, got shape {tuple(tensor.shape)}")
+    tensor = tensor.to(device=device, dtype=torch.float32)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{what} contains NaN or inf; every entry must be finite")
+    return tensor
+
+
+class TaskEnv(gym.Env):
+    """Base of the one-task-per-episode environments: a seeded torch generator and episode state.
+
+    Subclasses set ``sampler``, the spaces, and implement ``observe`` (batched observation of
+    :class:`Episodes`) and ``evaluate`` (batched per-query losses and the ``info`` entries).
+    """
+
+    sampler: Any
+    device: torch.device
+    action_description: ClassVar[str] = "action"
+
+    def __init__(self) -> None:
+        self._generator = torch.Generator()
+        self._generator_seeded = False
+        self._episode: Episodes | None = None
+        self._observation: dict[str, np.ndarray] | None = None
+
+    def _seed(self, seed: int | None) -> None:
+        """Seed the task generator: from ``seed``, else once from gymnasium's ``np_random``."""
+        if seed is not None:
+            self._generator.manual_seed(seed)
+        elif not self._generator_seeded:
+            self._generator.manual_seed(int(self.np_random.integers(2**63 - 1)))
+        self._generator_seeded = True
+
+    def _require_episode(self) -> Episodes:
+        if self._episode is None:
+            raise gym.error.ResetNeeded(
+                "step() needs a task: call reset() first (every episode is one task and ends after one step)"
+            )
+        return self._episode
+
+    def observe(self, episodes: Episodes) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def evaluate(self, action: torch.Tensor, episodes: Episodes) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+
+class FewShotVectorEnv(VectorEnv):
+    """``num_envs`` tasks of a :class:`TaskEnv` sampled, observed and scored as one batch.
+
+    Every episode lasts one step, so the env uses gymnasium's ``SAME_STEP`` autoreset: ``step``
+    scores the current meta-batch and returns the observation of a freshly sampled one, with the
+    finished tasks' observation in ``info["final_obs"]`` and their statistics (accuracy, per-query
+    losses, true query targets) in ``info["final_info"]``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    single_env_class: ClassVar[type[TaskEnv]]
+
+    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.env = self.single_env_class(**kwargs)
+        self.num_envs = num_envs
+        self.single_observation_space = self.env.observation_space
+        self.single_action_space = self.env.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.metadata = {**self.env.metadata, **self.metadata}
+        self._generator = torch.Generator()
+        self._generator_seeded = False
+        self._episodes: Episodes | None = None
+        self._observation: dict[str, np.ndarray] | None = None
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Sample a new meta-batch of ``num_envs`` tasks (one batched draw)."""
+        super().reset(seed=seed)
+        if seed is not None:
+            self._generator.manual_seed(seed)
+        elif not self._generator_seeded:
+            self._generator.manual_seed(int(self.np_random.integers(2**63 - 1)))
+        self._generator_seeded = True
+        self._episodes = self.env.sampler.sample(self.num_envs, self._generator)
+        self._observation = self.env.observe(self._episodes)
+        return self._observation, {}
+
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Score every task of the meta-batch (reward = minus its mean query loss), then resample."""
+        if self._episodes is None:
+            raise gym.error.ResetNeeded("step() needs tasks: call reset() first")
+        actions = as_action_tensor(
+            actions, self.action_space.shape, self.env.device, f"batched {self.env.action_description}"
+        )
+        losses, final_info = self.env.evaluate(actions, self._episodes)
+        rewards = -losses.mean(dim=1).double().cpu().numpy()
+        done = np.ones(self.num_envs, dtype=bool)
+        info = {"final_obs": self._observation, "_final_obs": done, "final_info": final_info, "_final_info": done}
+
+        self._episodes = self.env.sampler.sample(self.num_envs, self._generator)
+        self._observation = self.env.observe(self._episodes)
+        return self._observation, rewards, done, np.zeros(self.num_envs, dtype=bool), info

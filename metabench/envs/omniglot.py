@@ -1,0 +1,145 @@
+"""MetaOmniglot: N-way K-shot classification on the real Omniglot, one task per episode.
+
+The agent is the learning algorithm. ``reset`` hands it a task's support set (images and labels)
+and its query images; ``step`` takes its logits for every query image and scores them.
+
+Reward: minus the mean cross-entropy of the logits on the true query labels (the query loss). The
+episode then terminates; ``info`` reveals the query labels, the per-query losses and the accuracy.
+
+The action space declares logits in ``[-10, 10]`` (a finite Box, as RL libraries require; logits
+10 apart already give a query loss below 1e-8). Any finite logits are accepted and scored as given.
+
+Protocol (part of the env id's version): images are the official drawings area-averaged from 105 to
+28 pixels, ink bright (see :mod:`metabench.data`); classes come from a split of
+:mod:`metabench.splits`, whose manifest sha256 is pinned in the registered spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from metabench import data, splits
+from metabench.envs.common import FewShotVectorEnv, TaskEnv, as_action_tensor
+from metabench.episodes import Episodes, OmniglotEpisodes
+
+LOGIT_BOUND = 10.0
+
+
+class MetaOmniglotEnv(TaskEnv):
+    """One N-way K-shot Omniglot task per episode; reward = minus the query cross-entropy.
+
+    Args:
+        n_way, k_shot: task shape (classes per task, support drawings per class).
+        n_query: query drawings per class (default 15; ``k_shot + n_query <= 20``).
+        split: ``"train"``, ``"val"`` or ``"test"`` classes of ``scheme``.
+        scheme: ``"vinyals"`` (default: random character split, rotations as classes) or ``"lake"``
+            (official background/evaluation alphabets, no rotations); see :mod:`metabench.splits`.
+        device: where the data tensor lives and episodes are assembled (``"cpu"`` or ``"cuda"``).
+        root: folder with the raw Omniglot files (else ``$METABENCH_DATA``).
+        preprocessing: the protocol's preprocessing name; must equal :data:`metabench.data.PREPROCESSING`.
+        manifest_sha256: pinned ``{scheme: {split: sha256}}`` of the registered version; a mismatch
+            with the installed split files raises, so a changed split cannot hide behind an old id.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    action_description = "query logits"
+
+    def __init__(
+        self,
+        n_way: int = 5,
+        k_shot: int = 1,
+        n_query: int = 15,
+        split: str = "train",
+        scheme: str = "vinyals",
+        device: str | torch.device = "cpu",
+        root: str | None = None,
+        preprocessing: str = data.PREPROCESSING,
+        manifest_sha256: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__()
+        if preprocessing != data.PREPROCESSING:
+            raise ValueError(
+                f"preprocessing {preprocessing!r} is not available; this metabench provides {data.PREPROCESSING!r}"
+            )
+        digest = splits.manifest_sha256(scheme, split)
+        if manifest_sha256 is not None and manifest_sha256[scheme][split] != digest:
+            raise RuntimeError(
+                f"the installed {scheme}/{split} split (sha256 {digest[:12]}) differs from the one this env "
+                f"version pins ({manifest_sha256[scheme][split][:12]}): reinstall metabench"
+            )
+        self.device = torch.device(device)
+        self.sampler = OmniglotEpisodes(
+            data.load_omniglot(root, self.device), splits.class_table(scheme, split), n_way, k_shot, n_query
+        )
+        self.protocol = {
+            "dataset": "omniglot",
+            "scheme": scheme,
+            "split": split,
+            "n_way": n_way,
+            "k_shot": k_shot,
+            "n_query": n_query,
+            "preprocessing": preprocessing,
+            "manifest_sha256": digest,
+            "data_sha256": data.PREPROCESSED_SHA256,
+        }
+
+        size = data.IMAGE_SIZE
+        self.observation_space = spaces.Dict(
+            {
+                "support_images": spaces.Box(0, 255, (n_way * k_shot, 1, size, size), np.uint8),
+                "support_labels": spaces.MultiDiscrete(np.full(n_way * k_shot, n_way)),
+                "query_images": spaces.Box(0, 255, (n_way * n_query, 1, size, size), np.uint8),
+            }
+        )
+        self.action_space = spaces.Box(-LOGIT_BOUND, LOGIT_BOUND, (n_way * n_query, n_way), np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Sample a new task; the query labels stay hidden until ``step``."""
+        super().reset(seed=seed)
+        self._seed(seed)
+        self._episode = self.sampler.sample(1, self._generator)
+        self._observation = {key: value[0] for key, value in self.observe(self._episode).items()}
+        return self._observation, {}
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Score the query logits ``(n_way * n_query, n_way)``; the episode terminates."""
+        episode = self._require_episode()
+        logits = as_action_tensor(action, self.action_space.shape, self.device, self.action_description)
+        losses, info = self.evaluate(logits[None], episode)
+        reward = -float(losses.mean())
+        self._episode = None
+        observation = {key: value.copy() for key, value in self._observation.items()}  # the task's, unchanged
+        return observation, reward, True, False, {key: value[0] for key, value in info.items()}
+
+    def observe(self, episodes: Episodes) -> dict[str, np.ndarray]:
+        """Batched observation of tasks: support images and labels, query images (no query labels)."""
+        return {
+            "support_images": episodes.support_inputs.cpu().numpy(),
+            "support_labels": episodes.support_targets.cpu().numpy(),
+            "query_images": episodes.query_inputs.cpu().numpy(),
+        }
+
+    def evaluate(self, logits: torch.Tensor, episodes: Episodes) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """Per-query cross-entropy ``(B, n_way * n_query)`` of batched logits, and the ``info`` entries."""
+        labels = episodes.query_targets
+        losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
+        accuracy = (logits.argmax(dim=-1) == labels).float().mean(dim=1)
+        info = {
+            "accuracy": accuracy.cpu().numpy(),
+            "query_losses": losses.cpu().numpy(),
+            "query_labels": labels.cpu().numpy(),
+        }
+        return losses, info
+
+
+class MetaOmniglotVectorEnv(FewShotVectorEnv):
+    """``num_envs`` Omniglot tasks per step, sampled in one batched gather (a meta-batch)."""
+
+    single_env_class = MetaOmniglotEnv

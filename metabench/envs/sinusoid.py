@@ -1,0 +1,91 @@
+"""MetaSinusoid: the MAML paper's K-shot sinusoid regression, one task per episode. Needs no data.
+
+A task is ``y = A sin(x - phase)`` with ``A ~ U[0.1, 5]``, ``phase ~ U[0, pi]``, ``x ~ U[-5, 5]``.
+``reset`` hands the agent K support points and the query inputs; ``step`` takes its predictions
+for the query inputs.
+
+Reward: minus the mean squared error of the predictions on the query targets (the query loss).
+The action space declares predictions in ``[-5, 5]``, the range of every target; any finite
+prediction is accepted and scored as given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from metabench.envs.common import FewShotVectorEnv, TaskEnv, as_action_tensor
+from metabench.episodes import Episodes, SinusoidEpisodes
+
+
+class MetaSinusoidEnv(TaskEnv):
+    """One sinusoid regression task per episode; reward = minus the query MSE.
+
+    Args:
+        k_shot: support points per task.
+        n_query: query points per task (default 10).
+        device: where tasks are assembled.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    action_description = "query predictions"
+
+    def __init__(self, k_shot: int = 5, n_query: int = 10, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.device = torch.device(device)
+        self.sampler = SinusoidEpisodes(k_shot, n_query, self.device)
+        self.protocol = {"dataset": "sinusoid", "k_shot": k_shot, "n_query": n_query}
+
+        x_low, x_high = SinusoidEpisodes.x_range
+        y_max = SinusoidEpisodes.amplitude[1]
+        self.observation_space = spaces.Dict(
+            {
+                "support_x": spaces.Box(x_low, x_high, (k_shot, 1), np.float32),
+                "support_y": spaces.Box(-y_max, y_max, (k_shot, 1), np.float32),
+                "query_x": spaces.Box(x_low, x_high, (n_query, 1), np.float32),
+            }
+        )
+        self.action_space = spaces.Box(-y_max, y_max, (n_query, 1), np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Sample a new sinusoid; the query targets stay hidden until ``step``."""
+        super().reset(seed=seed)
+        self._seed(seed)
+        self._episode = self.sampler.sample(1, self._generator)
+        self._observation = {key: value[0] for key, value in self.observe(self._episode).items()}
+        return self._observation, {}
+
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Score the query predictions ``(n_query, 1)``; the episode terminates."""
+        episode = self._require_episode()
+        predictions = as_action_tensor(action, self.action_space.shape, self.device, self.action_description)
+        losses, info = self.evaluate(predictions[None], episode)
+        reward = -float(losses.mean())
+        self._episode = None
+        observation = {key: value.copy() for key, value in self._observation.items()}  # the task's, unchanged
+        return observation, reward, True, False, {key: value[0] for key, value in info.items()}
+
+    def observe(self, episodes: Episodes) -> dict[str, np.ndarray]:
+        """Batched observation: support points and query inputs (no query targets)."""
+        return {
+            "support_x": episodes.support_inputs.cpu().numpy(),
+            "support_y": episodes.support_targets.cpu().numpy(),
+            "query_x": episodes.query_inputs.cpu().numpy(),
+        }
+
+    def evaluate(self, predictions: torch.Tensor, episodes: Episodes) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """Per-query squared error ``(B, n_query)`` and the ``info`` entries."""
+        losses = (predictions - episodes.query_targets).square().squeeze(-1)
+        info = {"query_losses": losses.cpu().numpy(), "query_targets": episodes.query_targets.cpu().numpy()}
+        return losses, info
+
+
+class MetaSinusoidVectorEnv(FewShotVectorEnv):
+    """``num_envs`` sinusoid tasks per step, sampled as one batch."""
+
+    single_env_class = MetaSinusoidEnv
