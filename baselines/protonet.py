@@ -1,0 +1,101 @@
+"""Prototypical Networks.
+
+J. Snell, K. Swersky, R. Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017.
+The meta-learned phi is an embedding (Conv-4 with max-pooling, 64-dimensional output); a task's
+classifier is the nearest class prototype (mean support embedding) in squared Euclidean distance.
+Trained on higher-way episodes than tested (60-way, 5 queries per class, as in the paper), Adam
+1e-3 halved every 2000 episodes. Batch norm keeps running statistics, so query predictions do not
+depend on the other queries (not transductive).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from metabench import models
+from metabench.episodes import Episodes
+from metabench.learners import Learner
+
+
+class ProtoNet(Learner):
+    """Prototypical Networks on the shared Conv-4 embedding."""
+
+    name = "protonet"
+    transductive = False
+
+    @dataclasses.dataclass
+    class Config:
+        meta_batch: int = 1
+        train_way: int = 60
+        train_query: int = 5
+        lr: float = 1e-3
+        lr_halve_every: int = 2000
+        width: int = 64
+
+    def __init__(self, config: Config, task: dict[str, Any], device: str | torch.device = "cpu", seed: int = 0):
+        super().__init__(config, task, device, seed)
+        if task["dataset"] != "omniglot":
+            raise ValueError("Prototypical Networks classify; they need a classification env such as MetaOmniglot")
+        generator = torch.Generator().manual_seed(seed)
+        params = models.conv4_init(None, generator, width=config.width)
+        self.params = {name: value.to(self.device).requires_grad_() for name, value in params.items()}
+        self.running = {name: value.to(self.device) for name, value in models.conv4_running_stats(config.width).items()}
+        self.optimizer = torch.optim.Adam(self.params.values(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_halve_every, gamma=0.5)
+
+    def train_env_kwargs(self) -> dict[str, Any]:
+        return {"n_way": self.config.train_way, "n_query": self.config.train_query}
+
+    def embed(self, images: torch.Tensor, training: bool) -> torch.Tensor:
+        """Embeddings ``(T, n, 64)`` of images ``(T, n, 1, 28, 28)``, one shared network for all tasks."""
+        tasks, n = images.shape[:2]
+        flat = images.reshape(1, tasks * n, *images.shape[2:])
+        return models.conv4(models.expand(self.params, 1), flat, "maxpool", self.running, training).view(tasks, n, -1)
+
+    def logits(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, n_way: int) -> torch.Tensor:
+        """Minus squared distances of query embeddings to class prototypes: ``(T, n_query, n_way)``."""
+        one_hot = F.one_hot(labels, n_way).to(support.dtype)  # (T, n_support, N)
+        prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(dim=1).unsqueeze(-1)
+        return -torch.cdist(query, prototypes).square()
+
+    def train_step(self, episodes: Episodes) -> dict[str, float]:
+        n_way = int(episodes.support_targets.max()) + 1
+        n_support = episodes.support_inputs.shape[1]
+        images = torch.cat([episodes.support_inputs, episodes.query_inputs], dim=1)
+        embeddings = self.embed(images, training=True)
+        logits = self.logits(embeddings[:, :n_support], episodes.support_targets, embeddings[:, n_support:], n_way)
+        loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_targets.flatten())
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": loss.item()}
+
+    def predict(
+        self, support_inputs: torch.Tensor, support_targets: torch.Tensor, query_inputs: torch.Tensor
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            support = self.embed(support_inputs, training=False)
+            query = self.embed(query_inputs, training=False)
+            return self.logits(support, support_targets, query, self.task["n_way"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "params": {name: value.detach() for name, value in self.params.items()},
+            "running": dict(self.running),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                self.params[name].copy_(value)
+            for name, value in state["running"].items():
+                self.running[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,148 @@
+"""The frozen evaluation protocol: a fixed, seeded list of test episodes scored through the env.
+
+Everyone evaluated on an environment id sees the same ``TEST_EPISODES`` episodes: they are drawn
+from the env's ``test`` split by its own sampler, ``CHUNK`` tasks at a time from a CPU generator
+seeded with ``TEST_SEED``, and their sha256 (over every support and query tensor) is recorded, so a
+score can always be traced to its episodes. Each episode is scored by the environment's own reward
+(minus the mean query loss). The summary reports mean accuracy and reward with 95% confidence
+intervals (1.96 standard errors), wall time, device and peak memory, and whether the learner was
+transductive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import resource
+import time
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import metabench
+from metabench.envs.common import TaskEnv
+from metabench.episodes import Episodes
+from metabench.learners import Learner
+
+TEST_EPISODES = 1000
+TEST_SEED = 2026
+CHUNK = 25
+FORMAT = "metabench-evaluation/1"
+
+
+def make_env(env_id: str, split: str = "train", device: str | torch.device = "cpu", **kwargs: Any) -> TaskEnv:
+    """The unwrapped env of ``env_id`` on ``split`` (ignored by data-free envs such as the sinusoid)."""
+    spec = gym.spec(env_id)
+    if "split" in spec.kwargs:
+        kwargs["split"] = split
+    return gym.make(env_id, device=device, **kwargs).unwrapped
+
+
+def episode_chunks(env: TaskEnv, n_episodes: int, seed: int, chunk: int = CHUNK) -> Iterator[Episodes]:
+    """The seeded episode list of an env, ``chunk`` tasks per draw (the last draw may be smaller)."""
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, n_episodes, chunk):
+        yield env.sampler.sample(min(chunk, n_episodes - start), generator)
+
+
+def _update_hash(digest: Any, episodes: Episodes) -> None:
+    for tensor in (episodes.support_inputs, episodes.support_targets, episodes.query_inputs, episodes.query_targets):
+        digest.update(tensor.contiguous().cpu().numpy().tobytes())
+
+
+@cache
+def test_protocol(env_id: str, n_episodes: int = TEST_EPISODES, seed: int = TEST_SEED) -> dict[str, Any]:
+    """The protocol a test score on ``env_id`` is measured under, with the sha256 of its episodes."""
+    env = make_env(env_id, split="test")
+    digest = hashlib.sha256()
+    for episodes in episode_chunks(env, n_episodes, seed):
+        _update_hash(digest, episodes)
+    return {**env.protocol, "episodes": n_episodes, "episode_seed": seed, "episodes_sha256": digest.hexdigest()}
+
+
+def mean_ci95(values: np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of its normal 95% confidence interval."""
+    values = np.asarray(values, dtype=np.float64)
+    half_width = 1.96 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return float(values.mean()), float(half_width)
+
+
+def evaluate(
+    learner: Learner,
+    env_id: str,
+    *,
+    split: str = "test",
+    n_episodes: int = TEST_EPISODES,
+    seed: int = TEST_SEED,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score ``learner`` on the seeded episode list; returns the summary and one record per episode."""
+    device = torch.device(device) if device is not None else learner.device
+    env = make_env(env_id, split=split, device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    digest = hashlib.sha256()
+    rewards, accuracies = [], []
+    start = time.perf_counter()
+    with tqdm(total=n_episodes, desc=f"evaluate {learner.name} on {env_id} [{split}]", disable=not progress) as bar:
+        for episodes in episode_chunks(env, n_episodes, seed):
+            _update_hash(digest, episodes)
+            with torch.no_grad():
+                predictions = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
+            losses, info = env.evaluate(predictions.float(), episodes)
+            rewards.append(-losses.mean(dim=1).double().cpu().numpy())
+            if "accuracy" in info:
+                accuracies.append(info["accuracy"])
+            bar.update(len(episodes))
+            if accuracies:
+                bar.set_postfix(accuracy=f"{np.concatenate(accuracies).mean():.4f}")
+    wall = time.perf_counter() - start
+
+    reward = np.concatenate(rewards)
+    accuracy = np.concatenate(accuracies).astype(np.float64) if accuracies else None
+    records = [
+        {"episode": i, "reward": float(reward[i]), **({"accuracy": float(accuracy[i])} if accuracy is not None else {})}
+        for i in range(n_episodes)
+    ]
+    results: dict[str, Any] = {"episodes": n_episodes}
+    results["reward_mean"], results["reward_ci95"] = mean_ci95(reward)
+    if accuracy is not None:
+        results["accuracy_mean"], results["accuracy_ci95"] = mean_ci95(accuracy)
+    summary = {
+        "format": FORMAT,
+        "env_id": env_id,
+        "agent": learner.name,
+        "transductive": learner.transductive,
+        "protocol": {**env.protocol, "episodes": n_episodes, "episode_seed": seed, "episodes_sha256": digest.hexdigest()},
+        "results": results,
+        "run": {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+            or platform.machine(),
+            "wall_seconds": round(wall, 3),
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(device)
+            if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "metabench_version": metabench.__version__,
+            "torch_version": torch.__version__,
+        },
+    }
+    return summary, records
+
+
+def write_evaluation(summary: dict[str, Any], records: list[dict[str, Any]], out_dir: str | Path) -> Path:
+    """Write ``summary.json`` and ``episodes.jsonl`` (one record per episode) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / "episodes.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    return out

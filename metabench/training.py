@@ -1,0 +1,211 @@
+"""Meta-training loop shared by every learner: meta-batches, validation, checkpoints, logs, curves.
+
+``train`` draws meta-batches from the environment's own episode sampler on the ``train`` split,
+runs ``learner.train_step`` on each, scores a fixed, seeded list of ``val`` episodes every
+``val_interval`` iterations, and writes into ``out_dir``:
+
+* ``checkpoint.pt`` — learner state, sampler generator state, iteration, history: a dict of tensors
+  and plain values, written atomically and loadable with ``torch.load(weights_only=True)``. Re-running
+  the same command resumes from it; the resumed run continues exactly as an uninterrupted one would.
+  SIGINT/SIGTERM save a checkpoint before exiting.
+* ``log.csv`` — one row per validation: iteration, wall time, training and validation metrics.
+* ``curve.png`` — the learning curve.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import platform
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from metabench.evaluation import evaluate, make_env
+from metabench.learners import Learner, config_from_dict, load_learner_class
+
+CHECKPOINT_FORMAT = "metabench-checkpoint/1"
+VAL_SEED = 1
+TRAIN_SEED_OFFSET = 10_000  # the sampler of a run seeded s uses generator seed s + offset
+
+
+def build_learner(
+    name: str, env_id: str, config: dict[str, Any] | None = None, device: str | torch.device = "cpu", seed: int = 0
+) -> Learner:
+    """Instantiate the learner ``name`` for ``env_id`` with hyperparameter overrides ``config``."""
+    learner_class = load_learner_class(name)
+    task = make_env(env_id, split="val").protocol
+    values = {**dataclasses.asdict(learner_class.Config()), **learner_class.defaults(task), **(config or {})}
+    return learner_class(config_from_dict(learner_class, values), task, device, seed)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Learner, dict[str, Any]]:
+    """Load a checkpoint safely (``weights_only=True``) and rebuild its learner on ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or unsafe files
+        raise ValueError(f"{path} is not a loadable metabench checkpoint: {error}") from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a metabench checkpoint (format {CHECKPOINT_FORMAT})")
+    learner = build_learner(checkpoint["agent"], checkpoint["env_id"], checkpoint["config"], device, checkpoint["seed"])
+    learner.load_state_dict(checkpoint["learner"])
+    return learner, checkpoint
+
+
+def _save_atomic(content: dict[str, Any], path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(content, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _write_log(history: list[dict[str, Any]], out_dir: Path) -> None:
+    if not history:
+        return
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    with open(out_dir / "log.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def plot_curve(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Training loss and validation accuracy (or reward) against iterations, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    iterations = [row["iteration"] for row in history]
+    metric = "val_accuracy" if "val_accuracy" in history[0] else "val_reward"
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    left.plot(iterations, [row["train_loss"] for row in history])
+    left.set(xlabel="meta-iteration", ylabel="meta-training loss (mean of last interval)", yscale="log")
+    right.errorbar(
+        iterations, [row[metric] for row in history], yerr=[row[f"{metric}_ci95"] for row in history], capsize=2
+    )
+    right.set(xlabel="meta-iteration", ylabel=metric.replace("_", " ") + " (95% CI)")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def train(
+    name: str,
+    env_id: str,
+    out_dir: str | Path,
+    *,
+    iterations: int,
+    config: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    val_interval: int = 500,
+    val_episodes: int = 200,
+    checkpoint_interval: int | None = None,
+    time_budget: float | None = None,
+    progress: bool = True,
+) -> Path:
+    """Meta-train learner ``name`` on ``env_id`` for ``iterations`` meta-iterations; returns the checkpoint path.
+
+    ``time_budget`` (seconds of training, validation excluded) stops earlier. An existing
+    checkpoint in ``out_dir`` for the same learner and env is resumed.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "checkpoint.pt"
+    checkpoint_interval = checkpoint_interval or val_interval
+
+    if path.exists():
+        learner, state = load_checkpoint(path, device)
+        if (state["agent"], state["env_id"]) != (load_learner_class(name).name, env_id):
+            raise ValueError(
+                f"{path} holds {state['agent']} on {state['env_id']}, not {name} on {env_id}: use another out_dir"
+            )
+        generator = torch.Generator().manual_seed(0)
+        generator.set_state(state["generator"].cpu())
+        iteration, history, elapsed = state["iteration"], state["history"], state["training"]["wall_seconds"]
+    else:
+        learner = build_learner(name, env_id, config, device, seed)
+        generator = torch.Generator().manual_seed(seed + TRAIN_SEED_OFFSET)
+        iteration, history, elapsed = 0, [], 0.0
+    sampler = make_env(env_id, split="train", device=device, **learner.train_env_kwargs()).sampler
+    meta_batch = learner.config.meta_batch
+
+    def save() -> None:
+        _save_atomic(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "agent": learner.name,
+                "env_id": env_id,
+                "config": dataclasses.asdict(learner.config),
+                "seed": learner.seed,
+                "iteration": iteration,
+                "learner": learner.state_dict(),
+                "generator": generator.get_state(),
+                "history": history,
+                "training": {
+                    "wall_seconds": elapsed,
+                    "meta_batch": meta_batch,
+                    "episodes_seen": iteration * meta_batch,
+                    "device": str(torch.device(device)),
+                    "device_name": torch.cuda.get_device_name(device)
+                    if torch.device(device).type == "cuda"
+                    else platform.processor() or platform.machine(),
+                },
+            },
+            path,
+        )
+
+    interrupted = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    window: list[float] = []
+    try:
+        with tqdm(total=iterations, initial=iteration, desc=f"train {learner.name} on {env_id}", disable=not progress) as bar:
+            while iteration < iterations and not interrupted and (time_budget is None or elapsed < time_budget):
+                start = time.perf_counter()
+                metrics = learner.train_step(sampler.sample(meta_batch, generator))
+                elapsed += time.perf_counter() - start
+                iteration += 1
+                window.append(metrics["loss"])
+                bar.update(1)
+                bar.set_postfix({key: f"{value:.4f}" for key, value in metrics.items()})
+                last = iteration == iterations or (time_budget is not None and elapsed >= time_budget)
+                if iteration % val_interval == 0 or last:
+                    summary, _ = evaluate(learner, env_id, split="val", n_episodes=val_episodes, seed=VAL_SEED, progress=False)
+                    results = summary["results"]
+                    row = {"iteration": iteration, "wall_seconds": round(elapsed, 2), "train_loss": sum(window) / len(window)}
+                    for key in ("accuracy", "reward"):
+                        if f"{key}_mean" in results:
+                            row[f"val_{key}"] = results[f"{key}_mean"]
+                            row[f"val_{key}_ci95"] = results[f"{key}_ci95"]
+                    history.append(row)
+                    window = []
+                    bar.write(" ".join(f"{key}={value:.4g}" for key, value in row.items()))
+                    _write_log(history, out)
+                    plot_curve(history, out / "curve.png", f"{learner.name} on {env_id}")
+                if iteration % checkpoint_interval == 0 or last:
+                    save()
+        if interrupted or iteration % checkpoint_interval:
+            save()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if interrupted:
+        raise KeyboardInterrupt(f"training interrupted at iteration {iteration}; checkpoint saved to {path}")
+    return path
