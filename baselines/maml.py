@@ -81,8 +81,11 @@ class MAML(Learner):
     def _chunk_size(self, tasks: int) -> int:
         return self.config.task_chunk or (tasks if self.device.type == "cuda" else 1)
 
-    def train_step(self, episodes: Episodes) -> dict[str, float]:
-        self.optimizer.zero_grad()
+    def meta_backward(self, episodes: Episodes) -> float:
+        """Accumulate the meta-gradient of the mean query loss into ``.grad``; returns the loss.
+
+        Tasks go through in chunks of ``task_chunk``: each chunk is one batched (grouped) pass.
+        """
         tasks, total, size = len(episodes), 0.0, self._chunk_size(len(episodes))
         for start in range(0, tasks, size):
             chunk = episodes[start : start + size]
@@ -92,8 +95,13 @@ class MAML(Learner):
             loss = task_losses(self.task, self.forward(adapted, chunk.query_inputs), chunk.query_targets).sum() / tasks
             loss.backward()
             total += loss.item()
+        return total
+
+    def train_step(self, episodes: Episodes) -> dict[str, float]:
+        self.optimizer.zero_grad()
+        loss = self.meta_backward(episodes)
         self.optimizer.step()
-        return {"loss": total}
+        return {"loss": loss}
 
     def predict(
         self, support_inputs: torch.Tensor, support_targets: torch.Tensor, query_inputs: torch.Tensor

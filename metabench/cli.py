@@ -1,14 +1,17 @@
-"""The ``metabench`` command line: list environments, prepare and verify data."""
+"""The ``metabench`` command line: environments, data, training and evaluation of learners."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shlex
 import sys
+from pathlib import Path
 
 from gymnasium.envs.registration import registry
 
-from metabench import ENV_IDS, data, splits
+from metabench import ENV_IDS, data, leaderboard, splits
 
 
 def _task_description(kwargs: dict) -> str:
@@ -64,6 +67,84 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_config(pairs: list[str]) -> dict:
+    """``key=value`` overrides; values are read as JSON when they parse (numbers, true/false), else strings."""
+    config = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--config takes key=value pairs, got {pair!r}")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+    return config
+
+
+def _check_env_id(env_id: str) -> None:
+    if env_id not in ENV_IDS:
+        raise ValueError(f"unknown or unversioned env id {env_id!r}; registered: {', '.join(ENV_IDS)}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Meta-train a learner; resumes from the checkpoint in --out if one exists."""
+    from metabench.training import train
+
+    _check_env_id(args.env)
+    out = Path(args.out or f"runs/{args.agent}-{args.env}")
+    path = train(
+        args.agent,
+        args.env,
+        out,
+        iterations=args.iterations,
+        config=_parse_config(args.config),
+        device=args.device,
+        seed=args.seed,
+        val_interval=args.val_interval,
+        val_episodes=args.val_episodes,
+        time_budget=args.time_budget,
+    )
+    print(f"checkpoint: {path}\nlog: {out / 'log.csv'}\ncurve: {out / 'curve.png'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Run the frozen test protocol on a checkpoint and write summary.json + episodes.jsonl."""
+    from metabench.evaluation import TEST_EPISODES, evaluate, write_evaluation
+    from metabench.learners import load_learner_class
+    from metabench.training import load_checkpoint
+
+    _check_env_id(args.env)
+    agent = load_learner_class(args.agent).name
+    learner, checkpoint = load_checkpoint(args.checkpoint, args.device)
+    if checkpoint["agent"] != agent:
+        raise ValueError(f"{args.checkpoint} is a {checkpoint['agent']} checkpoint, not {agent}")
+    if checkpoint["env_id"] != args.env:
+        raise ValueError(f"{args.checkpoint} was trained on {checkpoint['env_id']}, not {args.env}")
+    summary, records = evaluate(learner, args.env, n_episodes=args.episodes, device=args.device)
+    if args.episodes != TEST_EPISODES:
+        summary["note"] = f"{args.episodes} episodes instead of the protocol's {TEST_EPISODES}: not a test score"
+    summary["training"] = {
+        **checkpoint["training"],
+        "iterations": checkpoint["iteration"],
+        "seed": checkpoint["seed"],
+        "config": checkpoint["config"],
+    }
+    summary["checkpoint"] = {
+        "path": str(args.checkpoint),
+        "sha256": hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest(),
+    }
+    summary["command"] = shlex.join(["metabench", *args.argv])
+    out = write_evaluation(summary, records, args.out or Path(args.checkpoint).parent / f"evaluation-{args.env}")
+    results = summary["results"]
+    line = f"reward {results['reward_mean']:.4f} +- {results['reward_ci95']:.4f}"
+    if "accuracy_mean" in results:
+        line = f"accuracy {100 * results['accuracy_mean']:.2f} +- {100 * results['accuracy_ci95']:.2f} %, " + line
+    print(f"{agent} on {args.env} ({results['episodes']} test episodes): {line}")
+    print(f"wrote {out / 'summary.json'} and {out / 'episodes.jsonl'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metabench",
@@ -98,15 +179,50 @@ def build_parser() -> argparse.ArgumentParser:
                 "--download", action="store_true", help="download the official upstream zips if none are found"
             )
             sub.add_argument("--force", action="store_true", help="rebuild the cache even if it is valid")
+
+    train = commands.add_parser(
+        "train",
+        help="meta-train a learner (progress bar, validation, checkpoints, resume, CSV log, PNG curve)",
+        description="Meta-train a learner on an environment's train split, validating on its val split. "
+        "Re-running the same command resumes from the checkpoint in --out.",
+    )
+    train.add_argument("agent", help="learner name (maml, fomaml, anil, reptile, protonet, pretrain) or module:Class")
+    train.add_argument("--env", required=True, help="versioned env id, e.g. MetaOmniglot-5w1s-v0")
+    train.add_argument("--iterations", type=int, default=60000, help="meta-iterations (default: 60000)")
+    train.add_argument("--time-budget", type=float, help="stop after this many seconds of training")
+    train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="run folder (default: runs/AGENT-ENV)")
+    train.add_argument("--val-interval", type=int, default=500, help="iterations between validations")
+    train.add_argument("--val-episodes", type=int, default=200, help="val episodes per validation")
+    train.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="hyperparameter overrides")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="run the frozen test protocol (1,000 seeded episodes) on a checkpoint",
+        description="Evaluate a checkpoint on the fixed, seeded test episodes of an env; writes summary.json "
+        "(accuracy and reward with 95%% CIs, wall time, device, peak memory) and episodes.jsonl.",
+    )
+    evaluate.add_argument("--agent", required=True, help="learner name or module:Class")
+    evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt written by metabench train")
+    evaluate.add_argument("--env", required=True, help="versioned env id the checkpoint was trained on")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--episodes", type=int, default=1000, help="test episodes (the protocol uses 1000)")
+    evaluate.add_argument("--out", help="output folder (default: beside the checkpoint)")
+    evaluate.set_defaults(func=cmd_evaluate)
+    leaderboard.add_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``metabench`` command."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
-    except data.DataError as error:
+    except (data.DataError, leaderboard.LeaderboardError, ValueError, FileNotFoundError) as error:
         print(f"metabench: {error}", file=sys.stderr)
         return 1
 

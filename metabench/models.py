@@ -99,7 +99,7 @@ def conv4(
     if running is not None and tasks != 1:
         raise ValueError("running batch-norm statistics need a single task (shared parameters)")
     if images.dtype == torch.uint8:
-        images = images.float() / 255
+        images = images.to(params["conv0.weight"].dtype) / 255
     # (T, n, C, H, W) -> (n, T*C, H, W): each task is a channel group
     h = images.transpose(0, 1).reshape(n, -1, *images.shape[-2:])
     stride = 2 if downsample == "stride" else 1

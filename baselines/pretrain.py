@@ -1,0 +1,183 @@
+"""Multi-task pretraining and fine-tuning: the baseline of meta-learning.
+
+No meta-learning at all: one ordinary network is trained on the pooled data of every training task,
+then adapted to each test task by gradient descent. This is the "pretrained" baseline of MAML's
+sinusoid experiments (C. Finn, P. Abbeel, S. Levine, ICML 2017, section 5.1) and, on Omniglot, the
+classifier-pretraining baseline of W.-Y. Chen, Y.-C. Liu, Z. Kira, Y.-C. F. Wang, J.-B. Huang, "A
+Closer Look at Few-shot Classification", ICLR 2019 (and G. Dhillon et al., "A Baseline for Few-Shot
+Image Classification", ICLR 2020): train a classifier over all the meta-training classes, keep its
+body, fit a new linear head on each task's support set.
+
+Omniglot. Training ignores the episodes that :func:`metabench.training.train` hands to
+:meth:`Pretrain.train_step` (episodes relabel their classes 0..N-1, so they carry no global class
+ids); each call is one Adam step of cross-entropy on ``batch_size`` (class, drawing) pairs drawn
+uniformly from the split's training classes (4400 = 1100 characters x 4 rotations on the default
+``vinyals`` scheme) by the learner's own seeded generator, which is part of its checkpoint so a
+resumed run continues exactly. Hence ``meta_batch`` defaults to 1: the harness's episodes are only
+the clock. The network is the max-pool Conv-4 with a head over all training classes and running
+batch-norm statistics. At test the body is frozen and used with its running statistics (each image
+embedded on its own: not transductive); a fresh N-way linear head starts as the nearest-prototype
+classifier of the support embeddings (weights 2c, biases -|c|^2 for class means c, as in
+Proto-MAML: Triantafillou et al., ICLR 2020; or zeros) and takes ``finetune_steps`` gradient steps
+on the support loss (:func:`metabench.inner_loop.adapt`).
+
+Sinusoid. The 1-40-40-1 MLP is trained (Adam) on the mean squared error of every point of the
+harness's training tasks (support and query, ``meta_batch`` tasks per step), so it learns roughly
+the mean function 0; at test all its weights take ``finetune_steps`` steps of ``finetune_lr`` on the
+support loss (1 step of 0.01 by default, as MAML's evaluation does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from metabench import data, models, splits
+from metabench.episodes import Episodes
+from metabench.inner_loop import adapt
+from metabench.learners import Learner, task_losses
+
+HEAD = ("head.weight", "head.bias")
+
+
+class Pretrain(Learner):
+    """A classifier (or regressor) trained on all training tasks at once, fine-tuned per task."""
+
+    name = "pretrain"
+    transductive = False
+
+    @dataclasses.dataclass
+    class Config:
+        meta_batch: int = 1
+        """Episodes the harness draws per iteration: only the sinusoid trains on them (see the module)."""
+        batch_size: int = 128
+        """Omniglot: (class, drawing) pairs per training step."""
+        lr: float = 1e-3
+        """Adam step size of the pretraining."""
+        width: int = 64
+        finetune_steps: int = 100
+        """Gradient steps of the per-task adaptation at test."""
+        finetune_lr: float = 0.1
+        """Their step size."""
+        head_init: str = "prototypes"
+        """Omniglot: initial N-way head, ``"prototypes"`` (nearest class mean) or ``"zeros"``."""
+
+    @classmethod
+    def defaults(cls, task: dict[str, Any]) -> dict[str, Any]:
+        if task["dataset"] == "sinusoid":
+            return {"meta_batch": 25, "finetune_steps": 1, "finetune_lr": 0.01}
+        return {}
+
+    def __init__(self, config: Config, task: dict[str, Any], device: str | torch.device = "cpu", seed: int = 0):
+        super().__init__(config, task, device, seed)
+        if config.head_init not in ("prototypes", "zeros"):
+            raise ValueError(f"head_init must be 'prototypes' or 'zeros', got {config.head_init!r}")
+        generator = torch.Generator().manual_seed(seed)
+        self.running: models.Params = {}
+        if task["dataset"] == "sinusoid":
+            params = models.mlp_init(generator)
+        else:
+            self.classes = splits.class_table(task["scheme"], "train")  # (n_classes, 2): character, rotation
+            self.images = data.load_omniglot(device=self.device)
+            self.generator = torch.Generator().manual_seed(seed + 1)  # draws the training examples
+            params = models.conv4_init(len(self.classes), generator, width=config.width)
+            stats = models.conv4_running_stats(config.width)
+            self.running = {name: value.to(self.device) for name, value in stats.items()}
+        self.params = {name: value.to(self.device).requires_grad_() for name, value in params.items()}
+        self.optimizer = torch.optim.Adam(self.params.values(), lr=config.lr)
+
+    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch_size`` uniform (class, drawing) pairs: images ``(1, B, 1, 28, 28)``, class ids ``(B,)``."""
+        size = self.config.batch_size
+        classes = torch.randint(len(self.classes), (size,), generator=self.generator)
+        drawings = torch.randint(data.N_DRAWINGS, (size,), generator=self.generator)
+        characters, rotations = self.classes[classes].unbind(dim=1)
+        images = self.images[characters.to(self.device), drawings.to(self.device)]  # a copy: (B, 28, 28)
+        rotations = rotations.to(self.device)
+        for turns in range(1, 4):
+            rows = rotations == turns
+            images[rows] = torch.rot90(images[rows], turns, dims=(-2, -1))
+        return images[None, :, None], classes.to(self.device)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen-body embeddings ``(T, n, features)``, batch norm with the running statistics."""
+        tasks, n = images.shape[:2]
+        body = {name: value.detach() for name, value in self.params.items() if name not in HEAD}
+        flat = images.reshape(1, tasks * n, *images.shape[2:])
+        return models.conv4(models.expand(body, 1), flat, "maxpool", self.running, training=False).view(tasks, n, -1)
+
+    def train_step(self, episodes: Episodes) -> dict[str, float]:
+        params = models.expand(self.params, 1)
+        if self.task["dataset"] == "sinusoid":
+            inputs = torch.cat([episodes.support_inputs, episodes.query_inputs], dim=1).flatten(0, 1)[None]
+            targets = torch.cat([episodes.support_targets, episodes.query_targets], dim=1).flatten(0, 1)[None]
+            loss = F.mse_loss(models.mlp(params, inputs), targets)
+        else:
+            images, classes = self.sample_batch()
+            logits = models.conv4(params, images, "maxpool", self.running, training=True)
+            loss = F.cross_entropy(logits[0], classes)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item()}
+
+    def predict(
+        self, support_inputs: torch.Tensor, support_targets: torch.Tensor, query_inputs: torch.Tensor
+    ) -> torch.Tensor:
+        steps, lr = self.config.finetune_steps, self.config.finetune_lr
+        if self.task["dataset"] == "sinusoid":
+            params = {name: value.detach().requires_grad_() for name, value in self.params.items()}
+
+            def regression_loss(p: models.Params) -> torch.Tensor:
+                return task_losses(self.task, models.mlp(p, support_inputs), support_targets).sum()
+
+            with torch.enable_grad():
+                adapted = adapt(models.expand(params, len(support_inputs)), regression_loss, steps, lr, first_order=True)
+            with torch.no_grad():
+                return models.mlp(adapted, query_inputs)
+
+        with torch.no_grad():
+            support, query = self.embed(support_inputs), self.embed(query_inputs)
+            head = self.initial_head(support, support_targets)
+        features = support
+
+        def classification_loss(p: models.Params) -> torch.Tensor:
+            logits = models.linear(p["head.weight"], p["head.bias"], features)
+            return task_losses(self.task, logits, support_targets).sum()
+
+        with torch.enable_grad():
+            head = {name: value.requires_grad_() for name, value in head.items()}
+            head = adapt(head, classification_loss, steps, lr, first_order=True)
+        with torch.no_grad():
+            return models.linear(head["head.weight"], head["head.bias"], query)
+
+    def initial_head(self, support: torch.Tensor, labels: torch.Tensor) -> models.Params:
+        """The N-way head before fine-tuning: nearest class mean in squared distance, or zeros."""
+        one_hot = F.one_hot(labels, self.task["n_way"]).to(support.dtype)  # (T, n_support, N)
+        prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(dim=1).unsqueeze(-1)  # (T, N, features)
+        if self.config.head_init == "zeros":
+            return {"head.weight": torch.zeros_like(prototypes), "head.bias": prototypes.new_zeros(prototypes.shape[:2])}
+        return {"head.weight": 2 * prototypes, "head.bias": -prototypes.square().sum(dim=-1)}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "params": {name: value.detach() for name, value in self.params.items()},
+            "running": dict(self.running),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        if self.task["dataset"] != "sinusoid":
+            state["generator"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                self.params[name].copy_(value)
+            for name, value in state["running"].items():
+                self.running[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if "generator" in state:
+            self.generator.set_state(state["generator"].cpu())

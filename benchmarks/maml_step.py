@@ -1,0 +1,79 @@
+"""Seconds per MAML meta-iteration (task sampling included), per-task loop against batched tasks.
+
+    python benchmarks/maml_step.py [--device cpu] [--iterations 5] [--env MetaOmniglot-5w1s-v0]
+
+One meta-iteration = draw a meta-batch from the episode engine, adapt every task (1 inner step for
+5-way, 5 for 20-way), back-propagate the query loss to the initialisation, take an Adam step.
+``task_chunk=1`` runs the tasks one at a time; ``task_chunk=meta_batch`` runs them as one grouped
+(batched) pass. Writes ``benchmarks/results/maml_step-<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from metabench.evaluation import make_env
+from metabench.training import build_learner
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def seconds_per_iteration(env_id: str, device: str, first_order: bool, task_chunk: int, iterations: int) -> float:
+    learner = build_learner("maml", env_id, {"first_order": first_order, "task_chunk": task_chunk}, device)
+    sampler = make_env(env_id, split="train", device=device).sampler
+    generator = torch.Generator().manual_seed(0)
+    meta_batch = learner.config.meta_batch
+
+    def step() -> None:
+        learner.train_step(sampler.sample(meta_batch, generator))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    return (time.perf_counter() - start) / iterations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--env", default="MetaOmniglot-5w1s-v0")
+    args = parser.parse_args()
+
+    meta_batch = build_learner("maml", args.env).config.meta_batch
+    results = {
+        "env_id": args.env,
+        "meta_batch": meta_batch,
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+            "torch": torch.__version__,
+        },
+        "seconds_per_meta_iteration": {},
+    }
+    for first_order in (False, True):
+        for label, chunk in (("per-task loop", 1), ("batched (grouped)", meta_batch)):
+            key = f"{'first' if first_order else 'second'}-order, {label}"
+            seconds = seconds_per_iteration(args.env, args.device, first_order, chunk, args.iterations)
+            results["seconds_per_meta_iteration"][key] = round(seconds, 3)
+            print(f"{key}: {seconds:.3f} s", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"maml_step-{args.env}-{args.device.replace(':', '')}.json"
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

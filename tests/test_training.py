@@ -1,0 +1,108 @@
+"""Training harness and evaluation protocol: resume is exact, checkpoints are safe, evaluation is deterministic."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from metabench.cli import main
+from metabench import evaluation
+from metabench.evaluation import evaluate
+from metabench.training import load_checkpoint, train
+
+SMALL = {"width": 8, "meta_batch": 2}
+
+
+def params_of(path):
+    learner, checkpoint = load_checkpoint(path)
+    return learner.state_dict()["params"], checkpoint
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path):
+    straight = train("maml", "MetaOmniglot-5w1s-v0", tmp_path / "a", iterations=6, config=SMALL,
+                     val_interval=3, val_episodes=10, progress=False)
+    train("maml", "MetaOmniglot-5w1s-v0", tmp_path / "b", iterations=3, config=SMALL,
+          val_interval=3, val_episodes=10, progress=False)
+    resumed = train("maml", "MetaOmniglot-5w1s-v0", tmp_path / "b", iterations=6, config=SMALL,
+                    val_interval=3, val_episodes=10, progress=False)
+    a, checkpoint_a = params_of(straight)
+    b, checkpoint_b = params_of(resumed)
+    assert checkpoint_a["iteration"] == checkpoint_b["iteration"] == 6
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert [row["val_accuracy"] for row in checkpoint_a["history"]] == [
+        row["val_accuracy"] for row in checkpoint_b["history"]
+    ]
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("iteration,wall_seconds,train_loss,val_accuracy") and len(log) == 3
+    assert (tmp_path / "b" / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resuming_into_another_runs_folder_is_refused(tmp_path):
+    train("maml", "MetaOmniglot-5w1s-v0", tmp_path, iterations=1, config=SMALL, val_interval=1, val_episodes=5,
+          progress=False)
+    with pytest.raises(ValueError, match="not protonet on MetaOmniglot-5w1s-v0"):
+        train("protonet", "MetaOmniglot-5w1s-v0", tmp_path, iterations=1, progress=False)
+
+
+def test_checkpoints_load_without_unpickling_objects(tmp_path):
+    path = train("maml", "MetaOmniglot-5w1s-v0", tmp_path, iterations=1, config=SMALL, val_interval=1,
+                 val_episodes=5, progress=False)
+    torch.load(path, weights_only=True)  # only tensors and plain values inside
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("arbitrary code ran",))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"format": "metabench-checkpoint/1", "x": Payload()}))
+    with pytest.raises(ValueError, match="not a loadable metabench checkpoint"):
+        load_checkpoint(evil)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_evaluation_is_deterministic_and_traceable(tmp_path):
+    path = train("protonet", "MetaOmniglot-5w1s-v0", tmp_path, iterations=2, config={"width": 8, "train_way": 10},
+                 val_interval=2, val_episodes=5, progress=False)
+    learner, _ = load_checkpoint(path)
+    first, records = evaluate(learner, "MetaOmniglot-5w1s-v0", n_episodes=60, progress=False)
+    again, records_again = evaluate(load_checkpoint(path)[0], "MetaOmniglot-5w1s-v0", n_episodes=60, progress=False)
+    assert records == records_again and first["results"] == again["results"]
+    assert len(records) == 60 and first["transductive"] is False
+    protocol = evaluation.test_protocol("MetaOmniglot-5w1s-v0", n_episodes=60)
+    assert first["protocol"] == protocol
+    assert protocol["split"] == "test" and protocol["manifest_sha256"].startswith("3d9746431741")
+    accuracy = torch.tensor([record["accuracy"] for record in records], dtype=torch.float64)
+    assert first["results"]["accuracy_mean"] == pytest.approx(float(accuracy.mean()))
+
+
+def test_cli_train_then_evaluate_and_its_clear_errors(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "protonet", "--env", "MetaOmniglot-5w1s-v0", "--iterations", "2", "--val-interval", "2",
+                 "--val-episodes", "5", "--out", str(out), "--config", "width=8", "train_way=10"]) == 0
+    checkpoint = str(out / "checkpoint.pt")
+    assert main(["evaluate", "--agent", "protonet", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w1s-v0",
+                 "--episodes", "50"]) == 0
+    summary = json.loads((out / "evaluation-MetaOmniglot-5w1s-v0" / "summary.json").read_text())
+    assert summary["training"]["iterations"] == 2 and summary["command"].startswith("metabench evaluate")
+    assert "not a test score" in summary["note"]
+    capsys.readouterr()
+    for argv, message in [
+        (["evaluate", "--agent", "telepathy", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w1s-v0"],
+         "unknown learner 'telepathy'"),
+        (["evaluate", "--agent", "protonet", "--checkpoint", str(tmp_path / "nope.pt"), "--env",
+          "MetaOmniglot-5w1s-v0"], "no checkpoint"),
+        (["evaluate", "--agent", "protonet", "--checkpoint", checkpoint, "--env", "MetaOmniglot-20w1s-v0"],
+         "was trained on MetaOmniglot-5w1s-v0"),
+        (["evaluate", "--agent", "maml", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w1s-v0"],
+         "is a protonet checkpoint"),
+        (["train", "maml", "--env", "MetaOmniglot-5w1s", "--iterations", "1"], "unversioned env id"),
+        (["train", "maml", "--env", "MetaOmniglot-5w1s-v0", "--config", "inner_lr"], "key=value"),
+        (["train", "maml", "--env", "MetaOmniglot-5w1s-v0", "--config", "warp=9"], "unknown maml hyperparameters"),
+    ]:
+        assert main(argv) == 1
+        assert message in capsys.readouterr().err
