@@ -118,7 +118,10 @@ class MAML(Learner):
         return torch.cat(outputs)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"params": {name: value.detach() for name, value in self.params.items()}, "optimizer": self.optimizer.state_dict()}
+        return {
+            "params": {name: value.detach() for name, value in self.params.items()},
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():

@@ -122,12 +122,18 @@ def evaluate(
         "env_id": env_id,
         "agent": learner.name,
         "transductive": learner.transductive,
-        "protocol": {**env.protocol, "episodes": n_episodes, "episode_seed": seed, "episodes_sha256": digest.hexdigest()},
+        "protocol": {
+            **env.protocol,
+            "episodes": n_episodes,
+            "episode_seed": seed,
+            "episodes_sha256": digest.hexdigest(),
+        },
         "results": results,
         "run": {
             "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-            or platform.machine(),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.processor() or platform.machine(),
             "wall_seconds": round(wall, 3),
             "peak_memory_bytes": torch.cuda.max_memory_allocated(device)
             if device.type == "cuda"

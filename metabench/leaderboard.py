@@ -20,6 +20,7 @@ the per-episode results. Rendering depends only on the stored entries, so it is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import hashlib
 import html
@@ -30,6 +31,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -172,18 +174,36 @@ class Metadata(_Strict):
         return None if value is None else _check_text(value, "text")
 
 
+class Budget(_Strict):
+    """The training budget of an entry (from the summary's ``training`` block)."""
+
+    iterations: int = Field(ge=0)
+    meta_batch: int = Field(ge=1)
+    episodes_seen: int = Field(ge=0)
+    wall_seconds: float = Field(ge=0)
+    device: str
+    device_name: str
+
+
+class Seeds(_Strict):
+    """The training seed and the seed of the test-episode list."""
+
+    training: int
+    test_episodes: int
+
+
 class EntryRecord(_Strict):
     """``entry.json``: the submitter's metadata, facts derived from the summary, and each file's sha256."""
 
     format: Literal["metabench-leaderboard-entry/1"]
     name: str
     env_id: str
-    submitted: str
+    submitted: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     metadata: Metadata
     agent: str
     transductive: bool
-    budget: dict[str, Any]
-    seeds: dict[str, int]
+    budget: Budget
+    seeds: Seeds
     metabench_version: str
     command: str
     files: dict[str, Sha256]
@@ -201,13 +221,17 @@ class Verification(_Strict):
     episodes: int
 
 
-def _validation_message(where: str, error: ValidationError) -> str:
-    lines = [f"{where}: {error.error_count()} problem(s)"]
+def _problems(error: ValidationError) -> list[str]:
+    problems = []
     for item in error.errors(include_url=False)[:10]:
         location = ".".join(str(part) for part in item["loc"]) or "(top level)"
         got = "" if item["type"] == "missing" else f" (got {repr(item['input'])[:60]})"
-        lines.append(f"  - {location}: {item['msg']}{got}")
-    return "\n".join(lines)
+        problems.append(f"{location}: {item['msg']}{got}")
+    return problems
+
+
+def _validation_message(where: str, error: ValidationError) -> str:
+    return f"{where}: {error.error_count()} problem(s)\n" + "\n".join(f"  - {p}" for p in _problems(error))
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -353,7 +377,7 @@ def parse_episodes(content: bytes, summary: Summary) -> list[EpisodeRecord]:
         try:
             records.append(EpisodeRecord.model_validate_json(line))
         except ValidationError as error:
-            problems.append(_validation_message(f"line {number}", error).replace("\n", " "))
+            problems.append(f"line {number}: " + "; ".join(_problems(error)))
         if len(problems) >= 5:
             break
     if problems:
@@ -584,29 +608,35 @@ class Entry:
         return results.reward_mean, results.reward_ci95
 
 
-def _entry_record(submission: Submission, submitted: str) -> EntryRecord:
-    summary = submission.summary
+def _derived(summary: Summary) -> dict[str, Any]:
+    """The facts ``entry.json`` repeats from ``summary.json``."""
     training = summary.training
+    return {
+        "env_id": summary.env_id,
+        "agent": summary.agent,
+        "transductive": summary.transductive,
+        "budget": Budget(
+            iterations=training.iterations,
+            meta_batch=training.meta_batch,
+            episodes_seen=training.episodes_seen,
+            wall_seconds=training.wall_seconds,
+            device=training.device,
+            device_name=training.device_name,
+        ),
+        "seeds": Seeds(training=training.seed, test_episodes=int(summary.protocol.get("episode_seed", -1))),
+        "metabench_version": summary.run.metabench_version,
+        "command": summary.command,
+    }
+
+
+def _entry_record(submission: Submission, submitted: str) -> EntryRecord:
     return EntryRecord(
         format=ENTRY_FORMAT,
         name=submission.name,
-        env_id=summary.env_id,
         submitted=submitted,
         metadata=submission.metadata,
-        agent=summary.agent,
-        transductive=summary.transductive,
-        budget={
-            "iterations": training.iterations,
-            "meta_batch": training.meta_batch,
-            "episodes_seen": training.episodes_seen,
-            "wall_seconds": training.wall_seconds,
-            "device": training.device,
-            "device_name": training.device_name,
-        },
-        seeds={"training": training.seed, "test_episodes": int(summary.protocol["episode_seed"])},
-        metabench_version=summary.run.metabench_version,
-        command=summary.command,
         files={file: sha256_bytes(content) for file, content in submission.files.items()},
+        **_derived(submission.summary),
     )
 
 
@@ -621,9 +651,13 @@ def load_entry(path: Path) -> Entry:
     summary_bytes = _read(path / "summary.json", f"{path.name}/summary.json")
     summary = parse_summary(summary_bytes)
     problems = []
+    if any(getattr(record, key) != value for key, value in _derived(summary).items()):
+        problems.append("entry.json disagrees with summary.json (budget, seeds, agent or command edited)")
     for file in ENTRY_FILES:
         target = path / file
-        if not target.is_file():
+        if target.is_symlink():
+            problems.append(f"{file} is a symbolic link")
+        elif not target.is_file():
             problems.append(f"{file} is missing")
         elif sha256_bytes(target.read_bytes()) != record.files.get(file):
             problems.append(f"{file} was modified after submission (sha256 differs from entry.json)")
@@ -632,7 +666,7 @@ def load_entry(path: Path) -> Entry:
         try:
             verification = Verification.model_validate_json((path / "verification.json").read_bytes())
         except ValidationError as error:
-            problems.append(_validation_message("verification.json", error).replace("\n", " "))
+            problems.append("verification.json: " + "; ".join(_problems(error)))
         else:
             if (verification.checkpoint_sha256, verification.episodes_sha256) != (
                 record.files.get("checkpoint.pt"),
@@ -658,9 +692,6 @@ def load_entries(root: str | Path | None = None, env_id: str | None = None) -> l
 
 
 def _check_duplicates(submission: Submission, entries: list[Entry], root: Path) -> None:
-    target = root / submission.env_id / submission.name
-    if target.exists():
-        raise LeaderboardError(f"an entry named {submission.env_id}/{submission.name} already exists")
     episodes = sha256_bytes(submission.files["episodes.jsonl"])
     checkpoint = sha256_bytes(submission.files["checkpoint.pt"])
     for entry in entries:
@@ -672,6 +703,8 @@ def _check_duplicates(submission: Submission, entries: list[Entry], root: Path) 
             )
         if entry.record.files.get("checkpoint.pt") == checkpoint:
             raise LeaderboardError(f"duplicate: {entry.env_id}/{entry.name} already holds this checkpoint")
+    if (root / submission.env_id / submission.name).exists():
+        raise LeaderboardError(f"an entry named {submission.env_id}/{submission.name} already exists; choose --name")
 
 
 def submit(
@@ -690,30 +723,55 @@ def submit(
     """
     root = _root(root)
     submission = validate_submission(path, metadata, checkpoint=checkpoint, name=name)
-    entries = load_entries(root)
-    _check_duplicates(submission, entries, root)
-    record = _entry_record(submission, today or datetime.date.today().isoformat())
-    entry = Entry(root / submission.env_id / submission.name, record, submission.summary)
-    views = render_views([*entries, entry])
-
     root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        entries = load_entries(root)
+        _check_duplicates(submission, entries, root)
+        record = _entry_record(submission, today or datetime.date.today().isoformat())
+        entry = Entry(root / submission.env_id / submission.name, record, submission.summary)
+        views = render_views([*entries, entry])
+        _store(root, entry.path, {**submission.files, "entry.json": _json_bytes(record.model_dump(mode="json"))})
+        write_views(root, views)
+    return entry
+
+
+def _store(root: Path, target: Path, files: dict[str, bytes]) -> None:
+    """Build the entry folder in a hidden staging folder inside ``root``, then rename it into place at once."""
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
     try:
-        for file, content in submission.files.items():
-            (staging / file).write_bytes(content)
-        (staging / "entry.json").write_bytes(_json_bytes(record.model_dump(mode="json")))
-        for file in staging.iterdir():
-            os.chmod(file, 0o644)
+        for name, content in files.items():
+            (staging / name).write_bytes(content)
+            os.chmod(staging / name, 0o644)
         os.chmod(staging, 0o755)
-        entry.path.parent.mkdir(exist_ok=True)
-        if entry.path.exists():
-            raise LeaderboardError(f"an entry named {submission.env_id}/{submission.name} already exists")
-        os.rename(staging, entry.path)
+        new_env_dir = not target.parent.exists()
+        target.parent.mkdir(exist_ok=True)
+        try:
+            if target.exists():
+                raise LeaderboardError(f"an entry named {target.parent.name}/{target.name} already exists")
+            os.rename(staging, target)
+        except BaseException:
+            if new_env_dir and not any(target.parent.iterdir()):
+                target.parent.rmdir()
+            raise
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    write_views(root, views)
-    return entry
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Serialise the writers of one leaderboard: an advisory ``flock`` on the root folder (no lock file)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    handle = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
 
 
 # --------------------------------------------------------------------------------------------- verification
@@ -819,7 +877,11 @@ def verify(
         return refused(f"learner {summary.agent!r} is not registered here; install the package that provides it")
     records = parse_episodes((path / "episodes.jsonl").read_bytes(), summary)
     try:
+        # Safe load and consistency with the summary first: the learner rebuilt is the registered one it names.
+        check_checkpoint((path / "checkpoint.pt").read_bytes(), summary, "the stored checkpoint")
         learner, _ = load_checkpoint(path / "checkpoint.pt", device)
+    except LeaderboardError as error:
+        return refused(str(error))
     except (ValueError, FileNotFoundError, KeyError) as error:
         return refused(f"the stored checkpoint does not load: {error}")
     queries = int(summary.protocol.get("n_way", 0)) * int(summary.protocol.get("n_query", 0))
@@ -827,8 +889,9 @@ def verify(
     # episodes: a forged entry is caught in seconds, before the full re-run.
     for n_episodes in (CHUNK, int(summary.protocol["episodes"])):
         rerun_summary, rerun = evaluate(learner, stored.env_id, n_episodes=n_episodes, device=device, progress=progress)
-        protocol = {key: value for key, value in rerun_summary["protocol"].items() if key != "episodes_sha256"}
-        claimed = {key: value for key, value in summary.protocol.items() if key != "episodes_sha256"}
+        ignored = ("episodes", "episodes_sha256")  # compared once the full list has been re-run
+        protocol = {key: value for key, value in rerun_summary["protocol"].items() if key not in ignored}
+        claimed = {key: value for key, value in summary.protocol.items() if key not in ignored}
         if protocol != claimed:
             return refused("the registry's protocol changed since this entry was submitted")
         matches, details = compare_records(records, rerun, queries)
@@ -840,7 +903,7 @@ def verify(
                 f"{details['max_reward_abs_diff']:.3g}",
                 **details,
             )
-    if rerun_summary["protocol"]["episodes_sha256"] != summary.protocol["episodes_sha256"]:
+    if rerun_summary["protocol"] != summary.protocol:
         return refused("the re-run drew different test episodes (episodes_sha256 differs)")
     verification = {
         "format": VERIFICATION_FORMAT,
@@ -854,8 +917,9 @@ def verify(
         **details,
     }
     Verification.model_validate(verification)
-    _write_atomic(path / "verification.json", _json_bytes(verification))
-    write_views(root_path, render_views(load_entries(root_path)))
+    with _locked(root_path):
+        _write_atomic(path / "verification.json", _json_bytes(verification))
+        write_views(root_path, render_views(load_entries(root_path)))
     return VerificationReport(label, True, f"{label}: {details['episodes']} episodes reproduced on {device}", details)
 
 
@@ -897,6 +961,8 @@ def _row(rank: int, entry: Entry) -> dict[str, str]:
     if entry.summary.transductive:
         flags.append("transductive")
     flags.append("verified" if entry.verified else "unverified")
+    if entry.problems:
+        flags.append("modified")
     accuracy = results.accuracy_mean
     return {
         "rank": str(rank),
@@ -904,9 +970,9 @@ def _row(rank: int, entry: Entry) -> dict[str, str]:
         "entry": entry.name,
         "accuracy": "—" if accuracy is None else _metric_text(accuracy, results.accuracy_ci95 or 0.0, True),
         "reward": _metric_text(results.reward_mean, results.reward_ci95, False),
-        "budget": f"{budget['iterations']:,} it × {budget['meta_batch']} = {budget['episodes_seen']:,} episodes, "
-        f"{_duration(budget['wall_seconds'])}",
-        "hardware": f"{budget['device_name']} ({budget['device']})",
+        "budget": f"{budget.iterations:,} it × {budget.meta_batch} = {budget.episodes_seen:,} episodes, "
+        f"{_duration(budget.wall_seconds)}",
+        "hardware": f"{budget.device_name} ({budget.device})",
         "flags": ", ".join(flags),
         "paper": str(entry.record.metadata.paper or ""),
         "code": str(entry.record.metadata.code),
@@ -941,8 +1007,8 @@ def render_markdown(entries: list[Entry]) -> str:
         "test episodes recomputed into the summary); **verified** entries were re-run from their stored",
         "checkpoint by `metabench leaderboard verify`. Ranked by mean accuracy (regression: mean reward);",
         "95% CI = 1.96 standard errors over the test episodes. **transductive**: query predictions use",
-        "statistics of the whole query set. See [index.html](index.html) for charts and the main README",
-        "for how to submit.",
+        "statistics of the whole query set. Charts: [index.html](index.html). How to submit:",
+        "[Submitting to the leaderboard](../README.md#submitting-to-the-leaderboard).",
         "",
     ]
     for env_id in sorted(set(metabench.ENV_IDS) | set(ranked), key=_env_order):
@@ -1062,7 +1128,7 @@ def _svg_compute(env_id: str, entries: list[Entry], accuracy: bool) -> str:
     """Scatter of the ranked metric (with 95% CI) against meta-training episodes (log scale)."""
     scale = 100.0 if accuracy else 1.0
     width, height, left, right, top, bottom = 760, 340, 70, 30, 20, 50
-    xs = [math.log10(max(entry.record.budget["episodes_seen"], 1)) for entry in entries]
+    xs = [math.log10(max(entry.record.budget.episodes_seen, 1)) for entry in entries]
     x_low, x_high = math.floor(min(xs) - 0.25), math.ceil(max(xs) + 0.25)
     lows = [scale * (e.score[0] - e.score[1]) for e in entries]
     highs = [scale * (e.score[0] + e.score[1]) for e in entries]
@@ -1108,12 +1174,17 @@ def _svg_compute(env_id: str, entries: list[Entry], accuracy: bool) -> str:
         css = "point verified" if entry.verified else "point unverified"
         name = html.escape(entry.record.metadata.method)
         budget = entry.record.budget
-        tip = f"{name}: {html.escape(_metric_text(*entry.score, accuracy))}, {budget['episodes_seen']:,} episodes"
+        tip = html.escape(
+            f"{entry.record.metadata.method}: {_metric_text(*entry.score, accuracy)}; {budget.episodes_seen:,} "
+            f"meta-training episodes, {_duration(budget.wall_seconds)} on {budget.device_name}"
+        )
+        right_half = cx > (left + width - right) / 2
+        label_x, anchor = (cx - 8, "end") if right_half else (cx + 8, "start")
         parts.append(
             f'<g class="dot" data-entry="{html.escape(entry.name)}"><title>{tip}</title>'
             f'<line class="ci" x1="{cx:.1f}" y1="{py(mean - ci):.1f}" x2="{cx:.1f}" y2="{py(mean + ci):.1f}"/>'
             f'<circle class="{css}" cx="{cx:.1f}" cy="{py(mean):.1f}" r="4.5"/>'
-            f'<text class="label" x="{cx + 8:.1f}" y="{py(mean) - 6:.1f}">{name}</text></g>'
+            f'<text class="label" x="{label_x:.1f}" y="{py(mean) - 6:.1f}" text-anchor="{anchor}">{name}</text></g>'
         )
     parts.append("</svg>")
     return "\n".join(parts)
@@ -1127,7 +1198,7 @@ table.leaderboard td.num { text-align: right; white-space: nowrap; }
 code { font-size: 12px; color: #555; }
 .flag { font-size: 12px; padding: 1px 5px; border-radius: 3px; margin-right: 3px; }
 .flag-verified { background: #d7f0d8; } .flag-unverified { background: #f7e1c4; }
-.flag-transductive { background: #dde6f7; }
+.flag-transductive { background: #dde6f7; } .flag-modified { background: #f4b4b4; }
 svg.chart { display: block; margin: 0.5em 0 1.5em; font-size: 12px; }
 svg .grid { stroke: #e5e5e5; } svg .ci { stroke: #333; stroke-width: 1.5; }
 svg .point.verified { fill: #2b6cb0; stroke: #2b6cb0; }
@@ -1171,7 +1242,10 @@ def render_html(entries: list[Entry]) -> str:
                 f"<td>{flags}</td><td>{links}</td></tr>"
             )
         body.append("</tbody></table>")
+        metric = "Accuracy" if accuracy else "Reward"
+        body.append(f"<h3>{metric} per method (95% CI)</h3>")
         body.append(_svg_accuracy(env_id, env_entries, accuracy))
+        body.append(f"<h3>{metric} against training compute</h3>")
         body.append(_svg_compute(env_id, env_entries, accuracy))
         body.append("</section>")
     return (
@@ -1204,8 +1278,10 @@ def write_views(root: str | Path, views: dict[str, bytes]) -> list[Path]:
 def rebuild(root: str | Path | None = None) -> list[Entry]:
     """Re-render ``README.md`` and ``index.html`` from the stored entries; returns the entries."""
     root = _root(root)
-    entries = load_entries(root)
-    write_views(root, render_views(entries))
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        entries = load_entries(root)
+        write_views(root, render_views(entries))
     return entries
 
 

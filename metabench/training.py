@@ -19,6 +19,7 @@ import dataclasses
 import os
 import platform
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,9 @@ def train(
 ) -> Path:
     """Meta-train learner ``name`` on ``env_id`` for ``iterations`` meta-iterations; returns the checkpoint path.
 
-    ``time_budget`` (seconds of training, validation excluded) stops earlier. An existing
-    checkpoint in ``out_dir`` for the same learner and env is resumed.
+    ``time_budget`` (seconds of training in this call, validation excluded) stops earlier, e.g. for
+    a CPU-budget run or one slice of a long run. An existing checkpoint in ``out_dir`` for the same
+    learner and env is resumed; the recorded wall time is the total over all calls.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -173,11 +175,15 @@ def train(
         nonlocal interrupted
         interrupted = True
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be caught there
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
     window: list[float] = []
+    budget_end = None if time_budget is None else elapsed + time_budget
     try:
-        with tqdm(total=iterations, initial=iteration, desc=f"train {learner.name} on {env_id}", disable=not progress) as bar:
-            while iteration < iterations and not interrupted and (time_budget is None or elapsed < time_budget):
+        with tqdm(
+            total=iterations, initial=iteration, desc=f"train {learner.name} on {env_id}", disable=not progress
+        ) as bar:
+            while iteration < iterations and not interrupted and (budget_end is None or elapsed < budget_end):
                 start = time.perf_counter()
                 metrics = learner.train_step(sampler.sample(meta_batch, generator))
                 elapsed += time.perf_counter() - start
@@ -185,11 +191,17 @@ def train(
                 window.append(metrics["loss"])
                 bar.update(1)
                 bar.set_postfix({key: f"{value:.4f}" for key, value in metrics.items()})
-                last = iteration == iterations or (time_budget is not None and elapsed >= time_budget)
+                last = iteration == iterations or (budget_end is not None and elapsed >= budget_end)
                 if iteration % val_interval == 0 or last:
-                    summary, _ = evaluate(learner, env_id, split="val", n_episodes=val_episodes, seed=VAL_SEED, progress=False)
+                    summary, _ = evaluate(
+                        learner, env_id, split="val", n_episodes=val_episodes, seed=VAL_SEED, progress=False
+                    )
                     results = summary["results"]
-                    row = {"iteration": iteration, "wall_seconds": round(elapsed, 2), "train_loss": sum(window) / len(window)}
+                    row = {
+                        "iteration": iteration,
+                        "wall_seconds": round(elapsed, 2),
+                        "train_loss": sum(window) / len(window),
+                    }
                     for key in ("accuracy", "reward"):
                         if f"{key}_mean" in results:
                             row[f"val_{key}"] = results[f"{key}_mean"]

@@ -43,8 +43,10 @@ def test_batched_meta_gradient_equals_the_per_task_loop(episodes, first_order, d
 def test_second_order_meta_gradient_matches_finite_differences(episodes):
     learner = maml64(first_order=False, task_chunk=4)
     grads = meta_gradient(learner, episodes)
-    direction = {name: torch.randn(value.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-                 for name, value in learner.params.items()}
+    direction = {
+        name: torch.randn(value.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        for name, value in learner.params.items()
+    }
     analytic = sum((grads[name] * direction[name]).sum() for name in grads)
 
     def meta_loss(scale: float) -> float:

@@ -8,8 +8,8 @@ import pickle
 import pytest
 import torch
 
-from metabench.cli import main
 from metabench import evaluation
+from metabench.cli import main
 from metabench.evaluation import evaluate
 from metabench.training import load_checkpoint, train
 
@@ -22,12 +22,36 @@ def params_of(path):
 
 
 def test_resumed_training_equals_uninterrupted_training(tmp_path):
-    straight = train("maml", "MetaOmniglot-5w1s-v0", tmp_path / "a", iterations=6, config=SMALL,
-                     val_interval=3, val_episodes=10, progress=False)
-    train("maml", "MetaOmniglot-5w1s-v0", tmp_path / "b", iterations=3, config=SMALL,
-          val_interval=3, val_episodes=10, progress=False)
-    resumed = train("maml", "MetaOmniglot-5w1s-v0", tmp_path / "b", iterations=6, config=SMALL,
-                    val_interval=3, val_episodes=10, progress=False)
+    straight = train(
+        "maml",
+        "MetaOmniglot-5w1s-v0",
+        tmp_path / "a",
+        iterations=6,
+        config=SMALL,
+        val_interval=3,
+        val_episodes=10,
+        progress=False,
+    )
+    train(
+        "maml",
+        "MetaOmniglot-5w1s-v0",
+        tmp_path / "b",
+        iterations=3,
+        config=SMALL,
+        val_interval=3,
+        val_episodes=10,
+        progress=False,
+    )
+    resumed = train(
+        "maml",
+        "MetaOmniglot-5w1s-v0",
+        tmp_path / "b",
+        iterations=6,
+        config=SMALL,
+        val_interval=3,
+        val_episodes=10,
+        progress=False,
+    )
     a, checkpoint_a = params_of(straight)
     b, checkpoint_b = params_of(resumed)
     assert checkpoint_a["iteration"] == checkpoint_b["iteration"] == 6
@@ -42,15 +66,31 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
 
 
 def test_resuming_into_another_runs_folder_is_refused(tmp_path):
-    train("maml", "MetaOmniglot-5w1s-v0", tmp_path, iterations=1, config=SMALL, val_interval=1, val_episodes=5,
-          progress=False)
+    train(
+        "maml",
+        "MetaOmniglot-5w1s-v0",
+        tmp_path,
+        iterations=1,
+        config=SMALL,
+        val_interval=1,
+        val_episodes=5,
+        progress=False,
+    )
     with pytest.raises(ValueError, match="not protonet on MetaOmniglot-5w1s-v0"):
         train("protonet", "MetaOmniglot-5w1s-v0", tmp_path, iterations=1, progress=False)
 
 
 def test_checkpoints_load_without_unpickling_objects(tmp_path):
-    path = train("maml", "MetaOmniglot-5w1s-v0", tmp_path, iterations=1, config=SMALL, val_interval=1,
-                 val_episodes=5, progress=False)
+    path = train(
+        "maml",
+        "MetaOmniglot-5w1s-v0",
+        tmp_path,
+        iterations=1,
+        config=SMALL,
+        val_interval=1,
+        val_episodes=5,
+        progress=False,
+    )
     torch.load(path, weights_only=True)  # only tensors and plain values inside
 
     class Payload:
@@ -66,8 +106,16 @@ def test_checkpoints_load_without_unpickling_objects(tmp_path):
 
 
 def test_evaluation_is_deterministic_and_traceable(tmp_path):
-    path = train("protonet", "MetaOmniglot-5w1s-v0", tmp_path, iterations=2, config={"width": 8, "train_way": 10},
-                 val_interval=2, val_episodes=5, progress=False)
+    path = train(
+        "protonet",
+        "MetaOmniglot-5w1s-v0",
+        tmp_path,
+        iterations=2,
+        config={"width": 8, "train_way": 10},
+        val_interval=2,
+        val_episodes=5,
+        progress=False,
+    )
     learner, _ = load_checkpoint(path)
     first, records = evaluate(learner, "MetaOmniglot-5w1s-v0", n_episodes=60, progress=False)
     again, records_again = evaluate(load_checkpoint(path)[0], "MetaOmniglot-5w1s-v0", n_episodes=60, progress=False)
@@ -82,24 +130,74 @@ def test_evaluation_is_deterministic_and_traceable(tmp_path):
 
 def test_cli_train_then_evaluate_and_its_clear_errors(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "protonet", "--env", "MetaOmniglot-5w1s-v0", "--iterations", "2", "--val-interval", "2",
-                 "--val-episodes", "5", "--out", str(out), "--config", "width=8", "train_way=10"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "protonet",
+                "--env",
+                "MetaOmniglot-5w1s-v0",
+                "--iterations",
+                "2",
+                "--val-interval",
+                "2",
+                "--val-episodes",
+                "5",
+                "--out",
+                str(out),
+                "--config",
+                "width=8",
+                "train_way=10",
+            ]
+        )
+        == 0
+    )
     checkpoint = str(out / "checkpoint.pt")
-    assert main(["evaluate", "--agent", "protonet", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w1s-v0",
-                 "--episodes", "50"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--agent",
+                "protonet",
+                "--checkpoint",
+                checkpoint,
+                "--env",
+                "MetaOmniglot-5w1s-v0",
+                "--episodes",
+                "50",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "evaluation-MetaOmniglot-5w1s-v0" / "summary.json").read_text())
     assert summary["training"]["iterations"] == 2 and summary["command"].startswith("metabench evaluate")
     assert "not a test score" in summary["note"]
     capsys.readouterr()
     for argv, message in [
-        (["evaluate", "--agent", "telepathy", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w1s-v0"],
-         "unknown learner 'telepathy'"),
-        (["evaluate", "--agent", "protonet", "--checkpoint", str(tmp_path / "nope.pt"), "--env",
-          "MetaOmniglot-5w1s-v0"], "no checkpoint"),
-        (["evaluate", "--agent", "protonet", "--checkpoint", checkpoint, "--env", "MetaOmniglot-20w1s-v0"],
-         "was trained on MetaOmniglot-5w1s-v0"),
-        (["evaluate", "--agent", "maml", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w1s-v0"],
-         "is a protonet checkpoint"),
+        (
+            ["evaluate", "--agent", "telepathy", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w1s-v0"],
+            "unknown learner 'telepathy'",
+        ),
+        (
+            [
+                "evaluate",
+                "--agent",
+                "protonet",
+                "--checkpoint",
+                str(tmp_path / "nope.pt"),
+                "--env",
+                "MetaOmniglot-5w1s-v0",
+            ],
+            "no checkpoint",
+        ),
+        (
+            ["evaluate", "--agent", "protonet", "--checkpoint", checkpoint, "--env", "MetaOmniglot-20w1s-v0"],
+            "was trained on MetaOmniglot-5w1s-v0",
+        ),
+        (
+            ["evaluate", "--agent", "maml", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w1s-v0"],
+            "is a protonet checkpoint",
+        ),
         (["train", "maml", "--env", "MetaOmniglot-5w1s", "--iterations", "1"], "unversioned env id"),
         (["train", "maml", "--env", "MetaOmniglot-5w1s-v0", "--config", "inner_lr"], "key=value"),
         (["train", "maml", "--env", "MetaOmniglot-5w1s-v0", "--config", "warp=9"], "unknown maml hyperparameters"),

@@ -1,0 +1,204 @@
+"""The ANIL, Reptile and pretraining baselines: they learn, they follow the gym contract, they resume exactly.
+
+Learning is checked on small configurations (width 32, short runs, few validation episodes) that run
+in seconds on a CPU; each run is compared with the same learner untrained on the same episodes.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from baselines.anil import ANIL
+from baselines.pretrain import Pretrain
+from baselines.reptile import Reptile
+from metabench import data, models
+from metabench.evaluation import evaluate, make_env
+from metabench.training import TRAIN_SEED_OFFSET, build_learner, load_checkpoint, train
+
+OMNIGLOT = "MetaOmniglot-5w1s-v0"
+SINUSOID = "MetaSinusoid-5shot-v0"
+
+#: Small, fast configurations (not the protocol's), and meta-training lengths that learn with them.
+SMALL = {
+    "anil": {"meta_batch": 4, "width": 32},
+    "reptile": {"width": 32, "inner_steps_test": 10, "iterations": 20},
+    "pretrain": {"width": 32, "lr": 1e-2, "finetune_steps": 10},
+}
+ITERATIONS = {"anil": 50, "reptile": 20, "pretrain": 300}
+VAL_EPISODES = 50
+
+
+def val_accuracy(learner, env_id: str = OMNIGLOT) -> float:
+    summary, _ = evaluate(learner, env_id, split="val", n_episodes=VAL_EPISODES, seed=1, progress=False)
+    return summary["results"]["accuracy_mean"]
+
+
+def val_mse(learner, n_episodes: int = 200) -> float:
+    summary, _ = evaluate(learner, SINUSOID, split="val", n_episodes=n_episodes, seed=1, progress=False)
+    return -summary["results"]["reward_mean"]
+
+
+def val_episodes(env_id: str = OMNIGLOT, tasks: int = 3):
+    return make_env(env_id, split="val").sampler.sample(tasks, torch.Generator().manual_seed(5))
+
+
+def predictions(learner, episodes) -> torch.Tensor:
+    with torch.no_grad():
+        return learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
+
+
+@pytest.mark.parametrize("name", ["anil", "reptile", "pretrain"])
+def test_meta_training_beats_the_untrained_learner_on_omniglot(name, tmp_path):
+    untrained = val_accuracy(build_learner(name, OMNIGLOT, SMALL[name]))
+    path = train(
+        name,
+        OMNIGLOT,
+        tmp_path,
+        iterations=ITERATIONS[name],
+        config=SMALL[name],
+        val_interval=ITERATIONS[name],
+        val_episodes=VAL_EPISODES,
+        progress=False,
+    )
+    learner, checkpoint = load_checkpoint(path)
+    trained = checkpoint["history"][-1]["val_accuracy"]
+    print(f"{name}: val accuracy {untrained:.3f} untrained, {trained:.3f} after {ITERATIONS[name]} iterations")
+    assert trained == pytest.approx(val_accuracy(learner))  # the checkpoint is the learner that was validated
+    assert trained > 0.6  # chance is 0.2
+    assert trained > untrained + 0.15
+
+
+def test_maml_adapts_better_than_the_pretrained_baseline_on_sinusoids(tmp_path):
+    mse = {}
+    for name, iterations in (("maml", 300), ("pretrain", 300)):
+        path = train(name, SINUSOID, tmp_path / name, iterations=iterations, val_interval=iterations, progress=False)
+        learner, _ = load_checkpoint(path)
+        assert learner.config.inner_steps_test if name == "maml" else learner.config.finetune_steps == 1
+        mse[name] = val_mse(learner)
+    print(f"query MSE after one step: {mse}")
+    assert mse["maml"] < 0.6 * mse["pretrain"]
+
+
+def test_pretrained_sinusoid_model_learns_the_mean_function(tmp_path):
+    learner = build_learner("pretrain", SINUSOID, {"finetune_steps": 0})
+    before = val_mse(learner, 100)
+    path = train("pretrain", SINUSOID, tmp_path, iterations=200, val_interval=200, progress=False)
+    learner, _ = load_checkpoint(path)
+    learner.config.finetune_steps = 0
+    x = torch.linspace(-5, 5, 50).view(1, 50, 1)
+    mean_output = models.mlp(models.expand(learner.params, 1), x).abs().mean().item()
+    after = val_mse(learner, 100)
+    print(f"pretrained sinusoid MSE without fine-tuning: {before:.3f} -> {after:.3f}, mean |f(x)| {mean_output:.3f}")
+    assert after < before
+    assert mean_output < 0.5  # tasks' amplitudes are 0.1..5 and phases 0..pi: the mean function is small
+    assert after < 6.0  # E[A^2]/2 = 4.2 is the MSE of predicting 0 everywhere
+
+
+@pytest.mark.parametrize(
+    ("name", "env_id"),
+    [("anil", OMNIGLOT), ("anil", SINUSOID), ("reptile", OMNIGLOT), ("pretrain", OMNIGLOT), ("pretrain", SINUSOID)],
+)
+def test_act_answers_a_real_observation_with_the_action_shape(name, env_id):
+    config = {**SMALL[name], "inner_steps_test": 2} if name == "reptile" else SMALL[name] if env_id == OMNIGLOT else {}
+    learner = build_learner(name, env_id, config)
+    env = gym.make(env_id)
+    observation, _ = env.reset(seed=0)
+    action = learner.act(observation)
+    assert action.shape == env.action_space.shape and action.dtype == np.float32
+    _, reward, terminated, _, info = env.step(action)
+    assert terminated and np.isfinite(reward)
+
+    vector_env = gym.make_vec(env_id, num_envs=3)
+    observations, _ = vector_env.reset(seed=0)
+    actions = learner.act(observations)
+    assert actions.shape == vector_env.action_space.shape
+    assert np.allclose(actions[0], learner.act({key: value[0] for key, value in observations.items()}), atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "env_id"), [("anil", OMNIGLOT), ("reptile", OMNIGLOT), ("pretrain", OMNIGLOT), ("pretrain", SINUSOID)])
+def test_checkpoints_hold_the_learner_and_resume_exactly(name, env_id, tmp_path):
+    config = {**SMALL[name], "inner_steps_test": 3} if name == "reptile" else SMALL[name] if env_id == OMNIGLOT else {}
+    reference = build_learner(name, env_id, config)
+    sampler = make_env(env_id, split="train", **reference.train_env_kwargs()).sampler
+    generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)  # the sampler seed of train(..., seed=0)
+    episodes = val_episodes(env_id)
+
+    def run(iterations: int) -> torch.Tensor:
+        path = train(name, env_id, tmp_path, iterations=iterations, config=config, val_episodes=3, progress=False)
+        learner, checkpoint = load_checkpoint(path)
+        assert checkpoint["iteration"] == iterations
+        return predictions(learner, episodes)
+
+    untrained = predictions(reference, episodes)
+    for _ in range(2):
+        reference.train_step(sampler.sample(reference.config.meta_batch, generator))
+    assert torch.equal(run(2), predictions(reference, episodes))
+    assert not torch.equal(untrained, predictions(reference, episodes))
+    for _ in range(2):
+        reference.train_step(sampler.sample(reference.config.meta_batch, generator))
+    assert torch.equal(run(4), predictions(reference, episodes))  # resumed from iteration 2
+
+
+def test_anil_adapts_the_head_only_and_its_meta_gradient_is_second_order():
+    learner = build_learner("anil", OMNIGLOT, SMALL["anil"])
+    assert isinstance(learner, ANIL)
+    episodes = val_episodes()
+    adapted = learner.adapt(episodes.support_inputs, episodes.support_targets, steps=2, first_order=False)
+    for name, value in learner.params.items():
+        changed = not torch.equal(adapted[name], value.expand_as(adapted[name]))
+        assert changed == name.startswith("head."), name
+
+    def body_gradient(first_order: bool) -> torch.Tensor:
+        adapted = learner.adapt(episodes.support_inputs, episodes.support_targets, 1, first_order)
+        logits = learner.forward(adapted, episodes.query_inputs)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), episodes.query_targets.flatten())
+        return torch.autograd.grad(loss, learner.params["conv0.weight"])[0]
+
+    assert not torch.allclose(body_gradient(first_order=False), body_gradient(first_order=True))
+
+
+def test_reptile_outer_step_is_annealed_and_interpolates_towards_the_adapted_weights():
+    learner = build_learner("reptile", OMNIGLOT, {"width": 32, "meta_batch": 1, "iterations": 4})
+    assert isinstance(learner, Reptile) and not learner.transductive
+    episodes = make_env(OMNIGLOT, split="train").sampler.sample(1, torch.Generator().manual_seed(0))
+    theta = {name: value.clone() for name, value in learner.params.items()}
+    inputs = torch.cat([episodes.support_inputs[0], episodes.query_inputs[0]])
+    targets = torch.cat([episodes.support_targets[0], episodes.query_targets[0]])
+    running = {name: value.clone() for name, value in learner.running.items()}
+    phi, _ = learner.finetune(inputs, targets, learner.config.inner_steps, learner.config.inner_batch, running)
+
+    steps = [learner.train_step(episodes)["outer_step"] for _ in range(5)]
+    assert steps == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    learner.load_state_dict({"params": theta, "running": learner.running, "iteration": 0})
+    learner.train_step(episodes)  # eps = 1 and one task: theta becomes that task's phi
+    for name, value in learner.params.items():
+        assert torch.allclose(value, phi[name][0], atol=1e-6), name
+
+
+@pytest.mark.parametrize("name", ["reptile", "pretrain"])
+def test_non_transductive_learners_predict_each_query_on_its_own(name):
+    config = {**SMALL[name], "inner_steps_test": 3} if name == "reptile" else SMALL[name]
+    learner = build_learner(name, OMNIGLOT, config)
+    assert not learner.transductive
+    state = {key: value.clone() for key, value in learner.state_dict()["running"].items()}
+    episodes = val_episodes(tasks=2)
+    everything = predictions(learner, episodes)
+    subset = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs[:, 7:12])
+    assert torch.allclose(everything[:, 7:12], subset, atol=1e-5)
+    for key, value in learner.state_dict()["running"].items():  # evaluation leaves the learner unchanged
+        assert torch.equal(value, state[key]), key
+
+
+def test_pretrain_draws_rotated_drawings_of_the_training_classes():
+    learner = build_learner("pretrain", OMNIGLOT, {"width": 32, "batch_size": 64})
+    assert isinstance(learner, Pretrain) and len(learner.classes) == 4400
+    images, classes = learner.sample_batch()
+    raw = data.load_omniglot()
+    for image, label in zip(images[0, :, 0], classes.tolist(), strict=True):
+        character, turns = learner.classes[label].tolist()
+        candidates = torch.rot90(raw[character], turns, dims=(-2, -1))  # its 20 drawings, rotated
+        assert (candidates == image).flatten(1).all(dim=1).any()
+    assert len(set(classes.tolist())) > 50
