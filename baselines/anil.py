@@ -64,6 +64,4 @@ class ANIL(MAML):
             logits = models.linear(p[weight], p[bias], features)
             return task_losses(self.task, logits, support_targets).sum()
 
-        return adapt(
-            params, support_loss, steps, self.config.inner_lr, first_order=first_order, adapted=[weight, bias]
-        )
+        return adapt(params, support_loss, steps, self.config.inner_lr, first_order=first_order, adapted=[weight, bias])

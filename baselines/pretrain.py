@@ -16,15 +16,22 @@ uniformly from the split's training classes (4400 = 1100 characters x 4 rotation
 resumed run continues exactly. Hence ``meta_batch`` defaults to 1: the harness's episodes are only
 the clock. The network is the max-pool Conv-4 with a head over all training classes and running
 batch-norm statistics. At test the body is frozen and used with its running statistics (each image
-embedded on its own: not transductive); a fresh N-way linear head starts as the nearest-prototype
-classifier of the support embeddings (weights 2c, biases -|c|^2 for class means c, as in
-Proto-MAML: Triantafillou et al., ICLR 2020; or zeros) and takes ``finetune_steps`` gradient steps
-on the support loss (:func:`metabench.inner_loop.adapt`).
+embedded on its own: not transductive), and a fresh N-way linear head on the support embeddings takes
+``finetune_steps`` gradient steps of ``finetune_lr`` on the support loss
+(:func:`metabench.inner_loop.adapt`), from zeros (the first step makes it a dot-product
+nearest-class-mean classifier) or from the squared-distance nearest-class-mean classifier (weights
+2c, biases -|c|^2 for class means c, as in Proto-MAML: Triantafillou et al., ICLR 2020). The
+defaults (zeros, 100 steps of 0.03) were chosen on the validation classes with a body pretrained for
+1500 steps: the prototype start is as accurate (96.7% vs 96.8%, 5-way 1-shot, 100 episodes) but its logits are far
+too confident for the env's reward (query cross-entropy 2.4 vs 0.14), and its support loss is ~0 so
+fine-tuning cannot correct them.
 
 Sinusoid. The 1-40-40-1 MLP is trained (Adam) on the mean squared error of every point of the
 harness's training tasks (support and query, ``meta_batch`` tasks per step), so it learns roughly
-the mean function 0; at test all its weights take ``finetune_steps`` steps of ``finetune_lr`` on the
-support loss (1 step of 0.01 by default, as MAML's evaluation does).
+the tasks' mean function E[A sin(x - phase)] = -(2 E[A] / pi) cos x = -1.62 cos x (not 0: phases
+are uniform on [0, pi]). At test all its weights take ``finetune_steps`` steps of ``finetune_lr``
+on the support loss: 1 step of 0.01 by default, MAML's test-time setting (the MAML paper tuned the
+fine-tuning step size of its pretrained baseline automatically).
 """
 
 from __future__ import annotations
@@ -60,9 +67,9 @@ class Pretrain(Learner):
         width: int = 64
         finetune_steps: int = 100
         """Gradient steps of the per-task adaptation at test."""
-        finetune_lr: float = 0.1
+        finetune_lr: float = 0.03
         """Their step size."""
-        head_init: str = "prototypes"
+        head_init: str = "zeros"
         """Omniglot: initial N-way head, ``"prototypes"`` (nearest class mean) or ``"zeros"``."""
 
     @classmethod
@@ -135,7 +142,9 @@ class Pretrain(Learner):
                 return task_losses(self.task, models.mlp(p, support_inputs), support_targets).sum()
 
             with torch.enable_grad():
-                adapted = adapt(models.expand(params, len(support_inputs)), regression_loss, steps, lr, first_order=True)
+                adapted = adapt(
+                    models.expand(params, len(support_inputs)), regression_loss, steps, lr, first_order=True
+                )
             with torch.no_grad():
                 return models.mlp(adapted, query_inputs)
 
@@ -159,7 +168,10 @@ class Pretrain(Learner):
         one_hot = F.one_hot(labels, self.task["n_way"]).to(support.dtype)  # (T, n_support, N)
         prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(dim=1).unsqueeze(-1)  # (T, N, features)
         if self.config.head_init == "zeros":
-            return {"head.weight": torch.zeros_like(prototypes), "head.bias": prototypes.new_zeros(prototypes.shape[:2])}
+            return {
+                "head.weight": torch.zeros_like(prototypes),
+                "head.bias": prototypes.new_zeros(prototypes.shape[:2]),
+            }
         return {"head.weight": 2 * prototypes, "head.bias": -prototypes.square().sum(dim=-1)}
 
     def state_dict(self) -> dict[str, Any]:

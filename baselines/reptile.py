@@ -9,9 +9,10 @@ meta-iterations. No second-order terms, no query loss: only weights are compared
 
 Differences from the paper, on purpose:
 
-* The paper's inner optimiser is Adam (lr 1e-3, beta1 = 0); ours is plain SGD (lr 0.1 by default,
-  chosen on our Omniglot validation classes), through metabench's one inner loop
-  (:func:`metabench.inner_loop.adapt` with ``first_order=True``).
+* The paper's inner optimiser is Adam (lr 1e-3, beta1 = 0, its moments kept across tasks); ours is
+  plain SGD through metabench's one inner loop (:func:`metabench.inner_loop.adapt` with
+  ``first_order=True``), lr 0.1: in 200-iteration 5w1s runs, SGD lr 0.03, 0.1 and 0.3 reached
+  87.8%, 88.3% and 88.1% on 100 validation episodes (indistinguishable; 0.1 is the middle).
 * The paper trains on 10-shot tasks ("train shots"); our training tasks are the env's own
   episodes, whose support *and* query examples (1 + 15 per class in 5w1s) are pooled into the
   task's training set. The env shuffles both sets, so consecutive slices of the pooled set are
@@ -24,9 +25,11 @@ Differences from the paper, on purpose:
   statistics, so a prediction depends on the support set and that query only (non-transductive,
   like the paper's 95.4% 5-way 1-shot figure) and evaluation leaves the learner unchanged.
 
-Paper's Omniglot settings and ours: 5-way: 5 inner steps (50 at test) of batch 10 (5 at test),
-meta-batch 5, eps 1.0 -> 0 over 100,000 iterations; 20-way: 10 inner steps of batch 20 (50 steps of
-batch 10 at test).
+Settings (the paper's appendix table for Omniglot, which we keep): 5-way: 5 inner steps (50 at test)
+of batch 10 (5 at test), meta-batch 5, eps 1.0 -> 0 over 100,000 iterations; 20-way: 10 inner steps
+of batch 20 (50 steps of batch 10 at test). The authors' repository later lists per-task tuned
+commands (e.g. non-transductive 5w1s: 12 inner steps of batch 5, meta-batch 3, 200,000 iterations,
+86 test steps).
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class Reptile(Learner):
         return {name: value.detach() for name, value in phi.items()}, sum(losses) / max(len(losses), 1)
 
     def train_step(self, episodes: Episodes) -> dict[str, float]:
+        """One outer update from a meta-batch; logs the mean inner mini-batch loss and eps."""
         eps, tasks = self.outer_step(), len(episodes)
         direction = {name: torch.zeros_like(value) for name, value in self.params.items()}
         total = 0.0

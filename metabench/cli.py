@@ -103,6 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_interval=args.val_interval,
         val_episodes=args.val_episodes,
         time_budget=args.time_budget,
+        command=shlex.join(["metabench", *args.argv]),
     )
     print(f"checkpoint: {path}\nlog: {out / 'log.csv'}\ncurve: {out / 'curve.png'}")
     return 0

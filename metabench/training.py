@@ -116,12 +116,14 @@ def train(
     checkpoint_interval: int | None = None,
     time_budget: float | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> Path:
     """Meta-train learner ``name`` on ``env_id`` for ``iterations`` meta-iterations; returns the checkpoint path.
 
     ``time_budget`` (seconds of training in this call, validation excluded) stops earlier, e.g. for
     a CPU-budget run or one slice of a long run. An existing checkpoint in ``out_dir`` for the same
-    learner and env is resumed; the recorded wall time is the total over all calls.
+    learner and env is resumed; the recorded wall time is the total over all calls. ``command``
+    (the command line that started the run) is recorded in the checkpoint's training block.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +166,7 @@ def train(
                     "device_name": torch.cuda.get_device_name(device)
                     if torch.device(device).type == "cuda"
                     else platform.processor() or platform.machine(),
+                    **({"command": command} if command else {}),
                 },
             },
             path,

@@ -6,6 +6,8 @@ in seconds on a CPU; each run is compared with the same learner untrained on the
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -25,10 +27,15 @@ SINUSOID = "MetaSinusoid-5shot-v0"
 SMALL = {
     "anil": {"meta_batch": 4, "width": 32},
     "reptile": {"width": 32, "inner_steps_test": 10, "iterations": 20},
-    "pretrain": {"width": 32, "lr": 1e-2, "finetune_steps": 10},
+    "pretrain": {"width": 32, "lr": 3e-3},
 }
-ITERATIONS = {"anil": 50, "reptile": 20, "pretrain": 300}
+ITERATIONS = {"anil": 50, "reptile": 20, "pretrain": 150}
 VAL_EPISODES = 50
+
+
+def small(name: str, env_id: str = OMNIGLOT, **changes) -> dict:
+    """The small configuration of learner ``name`` on ``env_id`` (defaults on the cheap sinusoid)."""
+    return {**(SMALL[name] if env_id == OMNIGLOT else {}), **changes}
 
 
 def val_accuracy(learner, env_id: str = OMNIGLOT) -> float:
@@ -63,38 +70,44 @@ def test_meta_training_beats_the_untrained_learner_on_omniglot(name, tmp_path):
         val_episodes=VAL_EPISODES,
         progress=False,
     )
-    learner, checkpoint = load_checkpoint(path)
-    trained = checkpoint["history"][-1]["val_accuracy"]
+    trained = load_checkpoint(path)[1]["history"][-1]["val_accuracy"]
     print(f"{name}: val accuracy {untrained:.3f} untrained, {trained:.3f} after {ITERATIONS[name]} iterations")
-    assert trained == pytest.approx(val_accuracy(learner))  # the checkpoint is the learner that was validated
-    assert trained > 0.6  # chance is 0.2
-    assert trained > untrained + 0.15
+    assert trained > 0.45  # chance is 0.2
+    assert trained > untrained + 0.2
 
 
 def test_maml_adapts_better_than_the_pretrained_baseline_on_sinusoids(tmp_path):
+    """The MAML paper's figure 2 in miniature: query MSE after one gradient step on 5 support points."""
+    runs = {"maml": (200, {"outer_lr": 1e-2}), "pretrain": (1000, {})}  # pretraining has converged by then
     mse = {}
-    for name, iterations in (("maml", 300), ("pretrain", 300)):
-        path = train(name, SINUSOID, tmp_path / name, iterations=iterations, val_interval=iterations, progress=False)
+    for name, (iterations, config) in runs.items():
+        path = train(
+            name,
+            SINUSOID,
+            tmp_path / name,
+            iterations=iterations,
+            config=config,
+            val_interval=iterations,
+            progress=False,
+        )
         learner, _ = load_checkpoint(path)
-        assert learner.config.inner_steps_test if name == "maml" else learner.config.finetune_steps == 1
+        assert (learner.config.inner_steps_test if name == "maml" else learner.config.finetune_steps) == 1
         mse[name] = val_mse(learner)
     print(f"query MSE after one step: {mse}")
-    assert mse["maml"] < 0.6 * mse["pretrain"]
+    assert mse["maml"] < 0.75 * mse["pretrain"]
 
 
 def test_pretrained_sinusoid_model_learns_the_mean_function(tmp_path):
-    learner = build_learner("pretrain", SINUSOID, {"finetune_steps": 0})
-    before = val_mse(learner, 100)
-    path = train("pretrain", SINUSOID, tmp_path, iterations=200, val_interval=200, progress=False)
+    """Trained on every task's points at once, the MLP fits E[A sin(x - phase)] = -(2 E[A] / pi) cos x."""
+    path = train("pretrain", SINUSOID, tmp_path, iterations=1000, val_interval=1000, progress=False)
     learner, _ = load_checkpoint(path)
-    learner.config.finetune_steps = 0
-    x = torch.linspace(-5, 5, 50).view(1, 50, 1)
-    mean_output = models.mlp(models.expand(learner.params, 1), x).abs().mean().item()
-    after = val_mse(learner, 100)
-    print(f"pretrained sinusoid MSE without fine-tuning: {before:.3f} -> {after:.3f}, mean |f(x)| {mean_output:.3f}")
-    assert after < before
-    assert mean_output < 0.5  # tasks' amplitudes are 0.1..5 and phases 0..pi: the mean function is small
-    assert after < 6.0  # E[A^2]/2 = 4.2 is the MSE of predicting 0 everywhere
+    x = torch.linspace(-5, 5, 101).view(1, -1, 1)
+    with torch.no_grad():
+        fitted = models.mlp(models.expand(learner.params, 1), x)
+    mean_function = -(2 * 2.55 / math.pi) * torch.cos(x)  # E[A] = 2.55 for A ~ U[0.1, 5], phase ~ U[0, pi]
+    error = (fitted - mean_function).abs().mean().item()
+    print(f"mean |f(x) - E[y|x]| = {error:.3f} (|E[y|x]| is up to 1.62)")
+    assert error < 0.4
 
 
 @pytest.mark.parametrize(
@@ -102,13 +115,13 @@ def test_pretrained_sinusoid_model_learns_the_mean_function(tmp_path):
     [("anil", OMNIGLOT), ("anil", SINUSOID), ("reptile", OMNIGLOT), ("pretrain", OMNIGLOT), ("pretrain", SINUSOID)],
 )
 def test_act_answers_a_real_observation_with_the_action_shape(name, env_id):
-    config = {**SMALL[name], "inner_steps_test": 2} if name == "reptile" else SMALL[name] if env_id == OMNIGLOT else {}
+    config = small(name, env_id, **({"inner_steps_test": 2} if name == "reptile" else {}))
     learner = build_learner(name, env_id, config)
     env = gym.make(env_id)
     observation, _ = env.reset(seed=0)
     action = learner.act(observation)
     assert action.shape == env.action_space.shape and action.dtype == np.float32
-    _, reward, terminated, _, info = env.step(action)
+    _, reward, terminated, _, _ = env.step(action)
     assert terminated and np.isfinite(reward)
 
     vector_env = gym.make_vec(env_id, num_envs=3)
@@ -118,9 +131,11 @@ def test_act_answers_a_real_observation_with_the_action_shape(name, env_id):
     assert np.allclose(actions[0], learner.act({key: value[0] for key, value in observations.items()}), atol=1e-5)
 
 
-@pytest.mark.parametrize(("name", "env_id"), [("anil", OMNIGLOT), ("reptile", OMNIGLOT), ("pretrain", OMNIGLOT), ("pretrain", SINUSOID)])
+@pytest.mark.parametrize(
+    ("name", "env_id"), [("anil", OMNIGLOT), ("reptile", OMNIGLOT), ("pretrain", OMNIGLOT), ("pretrain", SINUSOID)]
+)
 def test_checkpoints_hold_the_learner_and_resume_exactly(name, env_id, tmp_path):
-    config = {**SMALL[name], "inner_steps_test": 3} if name == "reptile" else SMALL[name] if env_id == OMNIGLOT else {}
+    config = small(name, env_id, **({"inner_steps_test": 3} if name == "reptile" else {}))
     reference = build_learner(name, env_id, config)
     sampler = make_env(env_id, split="train", **reference.train_env_kwargs()).sampler
     generator = torch.Generator().manual_seed(TRAIN_SEED_OFFSET)  # the sampler seed of train(..., seed=0)
@@ -178,18 +193,25 @@ def test_reptile_outer_step_is_annealed_and_interpolates_towards_the_adapted_wei
         assert torch.allclose(value, phi[name][0], atol=1e-6), name
 
 
-@pytest.mark.parametrize("name", ["reptile", "pretrain"])
-def test_non_transductive_learners_predict_each_query_on_its_own(name):
-    config = {**SMALL[name], "inner_steps_test": 3} if name == "reptile" else SMALL[name]
-    learner = build_learner(name, OMNIGLOT, config)
-    assert not learner.transductive
-    state = {key: value.clone() for key, value in learner.state_dict()["running"].items()}
+def learner_tensors(learner) -> dict[str, torch.Tensor]:
+    state = learner.state_dict()
+    tensors = {**state["params"], **state.get("running", {})}
+    return {name: value.clone() for name, value in tensors.items()}
+
+
+@pytest.mark.parametrize("name", ["anil", "reptile", "pretrain"])
+def test_only_transductive_learners_predict_a_query_from_the_other_queries(name):
+    learner = build_learner(name, OMNIGLOT, small(name, **({"inner_steps_test": 3} if name == "reptile" else {})))
+    before = learner_tensors(learner)
     episodes = val_episodes(tasks=2)
-    everything = predictions(learner, episodes)
-    subset = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs[:, 7:12])
-    assert torch.allclose(everything[:, 7:12], subset, atol=1e-5)
-    for key, value in learner.state_dict()["running"].items():  # evaluation leaves the learner unchanged
-        assert torch.equal(value, state[key]), key
+    everything = predictions(learner, episodes)[:, 7:12]
+    alone = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs[:, 7:12])
+    scale = everything.abs().max().item()
+    assert scale > 0
+    same = torch.allclose(alone, everything, rtol=1e-4, atol=1e-4 * scale)
+    assert same == (not learner.transductive)  # ANIL's batch norm uses the statistics of the whole query set
+    for key, value in learner_tensors(learner).items():  # evaluation leaves the learner unchanged
+        assert torch.equal(value, before[key]), key
 
 
 def test_pretrain_draws_rotated_drawings_of_the_training_classes():
