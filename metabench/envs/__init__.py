@@ -10,9 +10,17 @@ from gymnasium.envs.registration import register, registry
 
 from metabench import data
 from metabench.envs.omniglot import MetaOmniglotEnv, MetaOmniglotVectorEnv
+from metabench.envs.optimizer import MetaOptimizerEnv
 from metabench.envs.sinusoid import MetaSinusoidEnv, MetaSinusoidVectorEnv
 
-__all__ = ["MetaOmniglotEnv", "MetaOmniglotVectorEnv", "MetaSinusoidEnv", "MetaSinusoidVectorEnv", "ENV_IDS"]
+__all__ = [
+    "ENV_IDS",
+    "MetaOmniglotEnv",
+    "MetaOmniglotVectorEnv",
+    "MetaOptimizerEnv",
+    "MetaSinusoidEnv",
+    "MetaSinusoidVectorEnv",
+]
 
 OMNIGLOT_TASKS = ((5, 1), (5, 5), (20, 1), (20, 5))
 SINUSOID_SHOTS = (5, 10)
@@ -35,7 +43,7 @@ OMNIGLOT_V0_MANIFESTS = {
 ENV_IDS: list[str] = []
 
 
-def _register(env_id: str, entry_point: str, vector_entry_point: str, kwargs: dict) -> None:
+def _register(env_id: str, entry_point: str, vector_entry_point: str | None, kwargs: dict) -> None:
     if env_id not in registry:
         register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point, kwargs=kwargs)
     ENV_IDS.append(env_id)
@@ -63,3 +71,28 @@ for k_shot in SINUSOID_SHOTS:
         "metabench.envs.sinusoid:MetaSinusoidVectorEnv",
         {"k_shot": k_shot, "n_query": 10},
     )
+# MetaOptimizer: the agent is the learner's optimizer (per-layer learning rates), T = 10 SGD steps per task
+_register(
+    "MetaOptimizer-Omniglot-5w1s-v0",
+    "metabench.envs.optimizer:MetaOptimizerEnv",
+    None,
+    {
+        "task": "omniglot",
+        "steps": 10,
+        "reward_mode": "final",
+        "init_seed": 0,
+        "n_way": 5,
+        "k_shot": 1,
+        "n_query": 15,
+        "split": "train",
+        "scheme": "vinyals",
+        "preprocessing": data.PREPROCESSING,
+        "manifest_sha256": OMNIGLOT_V0_MANIFESTS,
+    },
+)
+_register(
+    "MetaOptimizer-Sinusoid-v0",
+    "metabench.envs.optimizer:MetaOptimizerEnv",
+    None,
+    {"task": "sinusoid", "steps": 10, "reward_mode": "final", "init_seed": 0, "k_shot": 10, "n_query": 10},
+)

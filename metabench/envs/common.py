@@ -40,11 +40,27 @@ def as_action_tensor(action: Any, shape: tuple[int, ...], device: torch.device, 
     return tensor
 
 
+def task_generator(
+    seed: int | None, np_random: np.random.Generator, current: torch.Generator | None
+) -> torch.Generator:
+    """The CPU generator an env draws its tasks from after ``reset(seed=seed)``.
+
+    A seed gives a fresh generator seeded with it; without one, the first reset seeds it from
+    gymnasium's ``np_random`` and later resets continue the current stream.
+    """
+    if seed is not None:
+        return torch.Generator().manual_seed(seed)
+    if current is None:
+        return torch.Generator().manual_seed(int(np_random.integers(2**63 - 1)))
+    return current
+
+
 class TaskEnv(gym.Env):
     """Base of the one-task-per-episode environments: a seeded torch generator and episode state.
 
     Subclasses set ``sampler``, the spaces, and implement ``observe`` (batched observation of
-    :class:`Episodes`) and ``evaluate`` (batched per-query losses and the ``info`` entries).
+    :class:`Episodes`) and ``evaluate`` (batched per-query losses and the ``info`` entries); their
+    ``reset`` and ``step`` use :meth:`_new_task` and :meth:`_score`.
     """
 
     sampler: Any
@@ -52,25 +68,31 @@ class TaskEnv(gym.Env):
     action_description: ClassVar[str] = "action"
 
     def __init__(self) -> None:
-        self._generator = torch.Generator()
-        self._generator_seeded = False
+        self._generator: torch.Generator | None = None
         self._episode: Episodes | None = None
         self._observation: dict[str, np.ndarray] | None = None
 
-    def _seed(self, seed: int | None) -> None:
-        """Seed the task generator: from ``seed``, else once from gymnasium's ``np_random``."""
-        if seed is not None:
-            self._generator.manual_seed(seed)
-        elif not self._generator_seeded:
-            self._generator.manual_seed(int(self.np_random.integers(2**63 - 1)))
-        self._generator_seeded = True
+    def _new_task(self, seed: int | None) -> dict[str, np.ndarray]:
+        """Sample the episode's task (see :func:`task_generator` for seeding) and return its observation."""
+        self._generator = task_generator(seed, self.np_random, self._generator)
+        self._episode = self.sampler.sample(1, self._generator)
+        self._observation = {key: value[0] for key, value in self.observe(self._episode).items()}
+        return self._observation
 
-    def _require_episode(self) -> Episodes:
+    def _score(self, action: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Check the action and score it on the task: per-query losses and the ``info`` dict; ends the task."""
         if self._episode is None:
             raise gym.error.ResetNeeded(
                 "step() needs a task: call reset() first (every episode is one task and ends after one step)"
             )
-        return self._episode
+        action = as_action_tensor(action, self.action_space.shape, self.device, self.action_description)
+        losses, info = self.evaluate(action[None], self._episode)
+        self._episode = None
+        return losses[0], {key: value[0] for key, value in info.items()}
+
+    def _final_observation(self) -> dict[str, np.ndarray]:
+        """The finished task's observation again, as new arrays (the caller may keep the old ones)."""
+        return {key: value.copy() for key, value in self._observation.items()}
 
     def observe(self, episodes: Episodes) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -101,8 +123,7 @@ class FewShotVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.metadata = {**self.env.metadata, **self.metadata}
-        self._generator = torch.Generator()
-        self._generator_seeded = False
+        self._generator: torch.Generator | None = None
         self._episodes: Episodes | None = None
         self._observation: dict[str, np.ndarray] | None = None
 
@@ -111,11 +132,7 @@ class FewShotVectorEnv(VectorEnv):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Sample a new meta-batch of ``num_envs`` tasks (one batched draw)."""
         super().reset(seed=seed)
-        if seed is not None:
-            self._generator.manual_seed(seed)
-        elif not self._generator_seeded:
-            self._generator.manual_seed(int(self.np_random.integers(2**63 - 1)))
-        self._generator_seeded = True
+        self._generator = task_generator(seed, self.np_random, self._generator)
         self._episodes = self.env.sampler.sample(self.num_envs, self._generator)
         self._observation = self.env.observe(self._episodes)
         return self._observation, {}

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from metabench import data, splits
-from metabench.envs.common import FewShotVectorEnv, TaskEnv, as_action_tensor
+from metabench.envs.common import FewShotVectorEnv, TaskEnv
 from metabench.episodes import Episodes, OmniglotEpisodes
 
 LOGIT_BOUND = 10.0
@@ -103,20 +103,13 @@ class MetaOmniglotEnv(TaskEnv):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Sample a new task; the query labels stay hidden until ``step``."""
         super().reset(seed=seed)
-        self._seed(seed)
-        self._episode = self.sampler.sample(1, self._generator)
-        self._observation = {key: value[0] for key, value in self.observe(self._episode).items()}
-        return self._observation, {}
+        return self._new_task(seed), {}
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Score the query logits ``(n_way * n_query, n_way)``; the episode terminates."""
-        episode = self._require_episode()
-        logits = as_action_tensor(action, self.action_space.shape, self.device, self.action_description)
-        losses, info = self.evaluate(logits[None], episode)
+        losses, info = self._score(action)  # per-query cross-entropy (see ``evaluate``)
         reward = -float(losses.mean())
-        self._episode = None
-        observation = {key: value.copy() for key, value in self._observation.items()}  # the task's, unchanged
-        return observation, reward, True, False, {key: value[0] for key, value in info.items()}
+        return self._final_observation(), reward, True, False, info
 
     def observe(self, episodes: Episodes) -> dict[str, np.ndarray]:
         """Batched observation of tasks: support images and labels, query images (no query labels)."""

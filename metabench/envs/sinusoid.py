@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from metabench.envs.common import FewShotVectorEnv, TaskEnv, as_action_tensor
+from metabench.envs.common import FewShotVectorEnv, TaskEnv
 from metabench.episodes import Episodes, SinusoidEpisodes
 
 
@@ -53,22 +53,15 @@ class MetaSinusoidEnv(TaskEnv):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Sample a new sinusoid; the query targets stay hidden until ``step``."""
+        """Sample a new task; the query targets stay hidden until ``step``."""
         super().reset(seed=seed)
-        self._seed(seed)
-        self._episode = self.sampler.sample(1, self._generator)
-        self._observation = {key: value[0] for key, value in self.observe(self._episode).items()}
-        return self._observation, {}
+        return self._new_task(seed), {}
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Score the query predictions ``(n_query, 1)``; the episode terminates."""
-        episode = self._require_episode()
-        predictions = as_action_tensor(action, self.action_space.shape, self.device, self.action_description)
-        losses, info = self.evaluate(predictions[None], episode)
+        losses, info = self._score(action)  # per-query squared error (see ``evaluate``)
         reward = -float(losses.mean())
-        self._episode = None
-        observation = {key: value.copy() for key, value in self._observation.items()}  # the task's, unchanged
-        return observation, reward, True, False, {key: value[0] for key, value in info.items()}
+        return self._final_observation(), reward, True, False, info
 
     def observe(self, episodes: Episodes) -> dict[str, np.ndarray]:
         """Batched observation: support points and query inputs (no query targets)."""

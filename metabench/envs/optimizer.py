@@ -1,0 +1,352 @@
+"""MetaOptimizer: the update rule is the agent (learning to learn by gradient descent, Andrychowicz et al. 2016).
+
+One episode is one task, drawn by the same sampler as MetaOmniglot / MetaSinusoid (the same seed
+gives the same task). The environment holds a learner, the Conv-4 (max-pool, batch norm with batch
+statistics) for Omniglot or the 1-40-40-1 ReLU MLP for the sinusoid, which starts every episode
+from the same initialisation: ``models.conv4_init`` / ``models.mlp_init`` drawn from a CPU generator
+seeded with ``init_seed`` (default :data:`INIT_SEED` = 0), or a given ``init`` (e.g. weights learned
+by MAML). The agent is the optimizer: ``steps`` times (T, default :data:`DEFAULT_STEPS` = 10) it sees
+training statistics and picks one log10 learning rate per layer, and the env applies one plain SGD
+step on the support loss, ``p <- p - 10**action[layer] * dL_support/dp`` for every parameter ``p`` of
+the layer (exactly ``inner_loop.adapt(params, support_loss, 1, env.learning_rates(action))``).
+
+Layers: ``conv0``..``conv3`` (convolution and its batch-norm scale and shift) and ``head`` for the
+Conv-4; ``fc0``..``fc2`` for the MLP.
+
+Observation: a float32 vector, named entry by entry in ``observation_names``, for L layers:
+``[support_loss, log10_grad_norm/<layer> x L, log10_param_norm/<layer> x L, step_fraction,
+previous_log10_lr/<layer> x L]``: the support loss of the current parameters, the L2 norms of each
+layer's support gradient and parameters, ``t / T`` (updates done so far) and the previous action
+(zeros before the first update). Values are clipped to the declared bounds (norms to
+:data:`LOG10_NORM_BOUNDS`, the loss to ``[0, divergence_penalty]``). It never holds query inputs,
+labels or losses.
+
+Action: L log10 learning rates in :data:`LOG10_LR_BOUNDS` = [-5, 1]; finite actions outside are
+clipped into the bounds, a wrong shape or NaN/inf raises ``ValueError``.
+
+Reward: with ``L_t = min(query loss after t updates, divergence_penalty)`` (mean query cross-entropy
+or squared error, as MetaOmniglot / MetaSinusoid score it), ``reward_mode="final"`` gives 0 for the
+first T - 1 steps and ``-L_T`` at the last; ``"delta"`` gives ``L_{t-1} - L_t`` each step, whose sum
+telescopes to ``L_0 - L_T``: the final reward plus the constant ``L_0`` of the task (the query loss
+of the initialisation). The episode terminates after T updates; the last ``info`` then holds
+``query_loss`` (``L_T``), ``diverged``, the base env's scores (``accuracy``, ``query_losses``,
+``query_labels`` / ``query_targets``) and, in delta mode, ``initial_query_loss`` (``L_0``).
+Intermediate ``info`` is empty.
+
+Divergence: when after an update a parameter or gradient is not finite, or the support loss is
+not finite or exceeds ``divergence_penalty``, the episode terminates with ``L_T =
+divergence_penalty`` (so the reward is ``-divergence_penalty`` in final mode), never NaN. Default
+penalty: 10 times the loss of a trivial predictor, ``10 ln(n_way)`` (uniform logits) for Omniglot
+and ``10 * 12.5 = 125`` (predicting 0 on an amplitude-5 sinusoid, mean ``A^2 / 2``) for the
+sinusoid. The clipping of ``L_t`` makes it the worst possible outcome, so diverging never pays.
+
+Differentiable task: :meth:`MetaOptimizerEnv.task_functions` returns the current episode's
+``support_loss(params)`` and ``query_loss(params)`` as differentiable torch functions (no clipping),
+and :meth:`MetaOptimizerEnv.initial_params` the initialisation, so an optimizer can be meta-trained
+by back-propagating through unrolled inner loops (``inner_loop.adapt``). They see the query set:
+use them for meta-training on training tasks, not to act in an episode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from metabench import data, models
+from metabench.envs.common import as_action_tensor, task_generator
+from metabench.envs.omniglot import MetaOmniglotEnv
+from metabench.envs.sinusoid import MetaSinusoidEnv
+from metabench.episodes import Episodes, SinusoidEpisodes
+from metabench.inner_loop import adapt
+from metabench.learners import task_losses
+
+TASKS = ("omniglot", "sinusoid")
+REWARD_MODES = ("final", "delta")
+DEFAULT_STEPS = 10
+INIT_SEED = 0
+LOG10_LR_BOUNDS = (-5.0, 1.0)
+LOG10_NORM_BOUNDS = (-40.0, 40.0)
+#: Mean squared error of predicting 0 on the largest-amplitude sinusoid (A = 5): about A^2 / 2.
+SINUSOID_TRIVIAL_LOSS = SinusoidEpisodes.amplitude[1] ** 2 / 2
+
+
+class TaskFunctions(NamedTuple):
+    """The current episode's task as differentiable functions of the learner's parameters.
+
+    Each takes a dict of parameters named and shaped as :meth:`MetaOptimizerEnv.initial_params`
+    (a leading task dimension of 1, as in :mod:`metabench.models`, is also accepted) and returns the
+    scalar mean loss on the support or the query set.
+    """
+
+    support_loss: Callable[[models.Params], torch.Tensor]
+    query_loss: Callable[[models.Params], torch.Tensor]
+
+
+class MetaOptimizerEnv(gym.Env):
+    """Train a learner on one task for ``steps`` updates whose per-layer learning rates are the actions.
+
+    Args:
+        task: ``"omniglot"`` (Conv-4 learner) or ``"sinusoid"`` (1-40-40-1 MLP learner).
+        steps: updates per episode, T (default 10).
+        reward_mode: ``"final"`` (minus the final query loss at the last step) or ``"delta"``
+            (the decrease of the query loss at every step).
+        init: the learner's initialisation, a dict of tensors with the names and shapes of
+            :meth:`initial_params`; default: drawn from ``init_seed``.
+        init_seed: seed of the default initialisation (default 0); the same for every episode.
+        divergence_penalty: bound on the query loss and penalty of a diverged learner (default:
+            ``10 ln(n_way)`` for Omniglot, 125 for the sinusoid).
+        n_way, k_shot, n_query: task shape (defaults: Omniglot 5-way 1-shot 15 queries per class;
+            sinusoid 10 support and 10 query points).
+        downsample: Conv-4 down-sampling, ``"maxpool"`` (default) or ``"stride"`` (MAML's).
+        split, scheme, root, preprocessing, manifest_sha256: Omniglot only, as for
+            :class:`~metabench.envs.omniglot.MetaOmniglotEnv`.
+        device: where the task and the learner live.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    action_description = "per-layer log10 learning rates"
+
+    def __init__(
+        self,
+        task: str = "sinusoid",
+        steps: int = DEFAULT_STEPS,
+        reward_mode: str = "final",
+        init: Mapping[str, Any] | None = None,
+        init_seed: int = INIT_SEED,
+        divergence_penalty: float | None = None,
+        n_way: int = 5,
+        k_shot: int | None = None,
+        n_query: int | None = None,
+        downsample: str = "maxpool",
+        split: str = "train",
+        scheme: str = "vinyals",
+        device: str | torch.device = "cpu",
+        root: str | None = None,
+        preprocessing: str = data.PREPROCESSING,
+        manifest_sha256: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if reward_mode not in REWARD_MODES:
+            raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        self.task, self.steps, self.reward_mode, self.downsample = task, int(steps), reward_mode, downsample
+        generator = torch.Generator().manual_seed(init_seed)
+        if task == "omniglot":
+            self.task_env: MetaOmniglotEnv | MetaSinusoidEnv = MetaOmniglotEnv(
+                n_way, k_shot or 1, n_query or 15, split, scheme, device, root, preprocessing, manifest_sha256
+            )
+            fresh = models.conv4_init(n_way, generator, downsample=downsample)
+            learner = f"conv4-64-{downsample}-batchstats"
+            default_penalty = 10 * math.log(n_way)
+        else:
+            self.task_env = MetaSinusoidEnv(k_shot or 10, n_query or 10, device)
+            fresh = models.mlp_init(generator)
+            learner = "mlp-1-40-40-1-relu"
+            default_penalty = 10 * SINUSOID_TRIVIAL_LOSS
+        self.divergence_penalty = float(default_penalty if divergence_penalty is None else divergence_penalty)
+        if not (math.isfinite(self.divergence_penalty) and self.divergence_penalty > 0):
+            raise ValueError(f"divergence_penalty must be finite and positive, got {divergence_penalty!r}")
+        self.device = self.task_env.device
+        self.sampler = self.task_env.sampler
+        self._init = _checked_init(init, fresh, self.device)
+
+        self.layers: dict[str, tuple[str, ...]] = {}
+        for name in self._init:
+            layer = name.split(".")[0].replace("norm", "conv")  # batch norm belongs to its convolution's layer
+            self.layers[layer] = (*self.layers.get(layer, ()), name)
+        layers = list(self.layers)
+        self.observation_names = [
+            "support_loss",
+            *(f"log10_grad_norm/{layer}" for layer in layers),
+            *(f"log10_param_norm/{layer}" for layer in layers),
+            "step_fraction",
+            *(f"previous_log10_lr/{layer}" for layer in layers),
+        ]
+        n = len(layers)
+        lr_low, lr_high = LOG10_LR_BOUNDS
+        norm_low, norm_high = LOG10_NORM_BOUNDS
+        low = np.array([0.0, *[norm_low] * (2 * n), 0.0, *[lr_low] * n], np.float32)
+        high = np.array([self.divergence_penalty, *[norm_high] * (2 * n), 1.0, *[lr_high] * n], np.float32)
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = spaces.Box(lr_low, lr_high, (n,), np.float32)
+        self.protocol = {
+            **self.task_env.protocol,
+            "learner": learner,
+            "init": "given" if init is not None else f"seed {init_seed}",
+            "steps": self.steps,
+            "reward_mode": reward_mode,
+            "log10_lr_bounds": LOG10_LR_BOUNDS,
+            "divergence_penalty": self.divergence_penalty,
+        }
+
+        self._generator: torch.Generator | None = None
+        self._episode: Episodes | None = None
+        self._functions: TaskFunctions | None = None
+        self._active = False
+
+    # --- the learner and its task -----------------------------------------------------------
+
+    def initial_params(self) -> models.Params:
+        """A fresh copy of the initialisation (no task dimension), as leaf tensors requiring grad."""
+        return {name: value.clone().requires_grad_() for name, value in self._init.items()}
+
+    def learning_rates(self, log10_lrs: Any) -> models.Params:
+        """Per-parameter step sizes ``10**log10_lrs[layer]`` for ``inner_loop.adapt`` (differentiable, unclipped)."""
+        rates = torch.pow(10.0, torch.as_tensor(log10_lrs, dtype=torch.float32, device=self.device))
+        return {name: rates[i] for i, names in enumerate(self.layers.values()) for name in names}
+
+    def task_functions(self) -> TaskFunctions:
+        """The current episode's support and query losses as differentiable functions (see :class:`TaskFunctions`)."""
+        if self._episode is None:
+            raise gym.error.ResetNeeded("task_functions() needs a task: call reset() first")
+        episode, task = self._episode, self.task_env.protocol
+
+        def support_loss(params: models.Params) -> torch.Tensor:
+            return task_losses(task, self._predict(params, episode.support_inputs), episode.support_targets)[0]
+
+        def query_loss(params: models.Params) -> torch.Tensor:
+            return task_losses(task, self._predict(params, episode.query_inputs), episode.query_targets)[0]
+
+        return TaskFunctions(support_loss, query_loss)
+
+    def _predict(self, params: models.Params, inputs: torch.Tensor) -> torch.Tensor:
+        """The learner's outputs ``(1, n, out)`` for one task's inputs ``(1, n, ...)``."""
+        batched = {
+            name: value if value.dim() > self._init[name].dim() else value.unsqueeze(0)
+            for name, value in params.items()
+        }
+        if self.task == "omniglot":
+            return models.conv4(batched, inputs, self.downsample)
+        return models.mlp(batched, inputs)
+
+    # --- the gym interface ------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Sample a new task and restart the learner from the initialisation."""
+        super().reset(seed=seed)
+        self._generator = task_generator(seed, self.np_random, self._generator)
+        self._episode = self.sampler.sample(1, self._generator)
+        self._functions = self.task_functions()
+        self._params = self.initial_params()
+        self._t = 0
+        self._previous_action = torch.zeros(len(self.layers), device=self.device)
+        self._support_loss, self._grads = self._support_loss_and_grads(self._params)
+        self._query_loss = self._initial_query_loss = (
+            self._clipped_query_loss(self._params) if self.reward_mode == "delta" else math.nan
+        )
+        self._active = True
+        return self._observation(), {}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Apply one SGD step with per-layer learning rates ``10**action``; see the module doc for the reward."""
+        if not self._active:
+            raise gym.error.ResetNeeded("step() needs a running episode: call reset() first")
+        action = as_action_tensor(action, self.action_space.shape, self.device, self.action_description)
+        action = action.clamp(*LOG10_LR_BOUNDS)
+        with torch.enable_grad():  # the shared inner loop (it recomputes the support gradient: one small pass)
+            params = adapt(self._params, self._functions.support_loss, 1, self.learning_rates(action), first_order=True)
+        self._params = {name: value.detach().requires_grad_() for name, value in params.items()}
+        self._t += 1
+        self._previous_action = action
+        self._support_loss, self._grads = self._support_loss_and_grads(self._params)
+
+        finite = all(bool(torch.isfinite(t).all()) for t in (*self._params.values(), *self._grads))
+        diverged = not (finite and math.isfinite(self._support_loss) and self._support_loss <= self.divergence_penalty)
+        terminated = diverged or self._t == self.steps
+        previous_loss = self._query_loss
+        if diverged:
+            self._query_loss = self.divergence_penalty
+        elif terminated or self.reward_mode == "delta":
+            self._query_loss = self._clipped_query_loss(self._params)
+
+        if self.reward_mode == "delta":
+            reward = previous_loss - self._query_loss
+        else:
+            reward = -self._query_loss if terminated else 0.0
+        info: dict[str, Any] = {}
+        if terminated:
+            self._active = False
+            info = self._final_info(diverged)
+        return self._observation(), float(reward), terminated, False, info
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _support_loss_and_grads(self, params: models.Params) -> tuple[float, tuple[torch.Tensor, ...]]:
+        with torch.enable_grad():
+            loss = self._functions.support_loss(params)
+            grads = torch.autograd.grad(loss, list(params.values()))
+        return float(loss.detach()), grads
+
+    def _clipped_query_loss(self, params: models.Params) -> float:
+        """``min(query loss, divergence_penalty)``, the penalty also for a non-finite loss."""
+        with torch.no_grad():
+            loss = float(self._functions.query_loss(params))
+        return min(loss, self.divergence_penalty) if math.isfinite(loss) else self.divergence_penalty
+
+    def _observation(self) -> np.ndarray:
+        grads = dict(zip(self._params, self._grads, strict=True))
+
+        def log10_norms(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            norms = [
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(tensors[n].double()) for n in names]))
+                for names in self.layers.values()
+            ]
+            return torch.stack(norms).log10()
+
+        values = torch.cat(
+            [
+                torch.tensor([self._support_loss], dtype=torch.float64),
+                log10_norms(grads).cpu(),
+                log10_norms(self._params).detach().cpu(),
+                torch.tensor([self._t / self.steps], dtype=torch.float64),
+                self._previous_action.double().cpu(),
+            ]
+        )
+        space = self.observation_space
+        observation = np.nan_to_num(values.numpy(), nan=np.inf)  # NaN: as bad as can be, then clipped
+        return np.clip(observation, space.low.astype(np.float64), space.high.astype(np.float64)).astype(np.float32)
+
+    def _final_info(self, diverged: bool) -> dict[str, Any]:
+        info: dict[str, Any] = {"query_loss": self._query_loss, "diverged": diverged, "updates": self._t}
+        if self.reward_mode == "delta":
+            info["initial_query_loss"] = self._initial_query_loss
+        if not diverged:
+            with torch.no_grad():
+                predictions = self._predict(self._params, self._episode.query_inputs)
+            if bool(torch.isfinite(predictions).all()):
+                scores = self.task_env.evaluate(predictions, self._episode)[1]
+                info.update({key: value[0] for key, value in scores.items()})
+        return info
+
+
+def _checked_init(init: Mapping[str, Any] | None, fresh: models.Params, device: torch.device) -> models.Params:
+    """The initialisation as float32 tensors on ``device``: ``fresh``, or ``init`` checked against its shapes."""
+    if init is None:
+        return {name: value.to(device) for name, value in fresh.items()}
+    missing, unexpected = sorted(set(fresh) - set(init)), sorted(set(init) - set(fresh))
+    if missing or unexpected:
+        raise ValueError(
+            f"init must have the learner's parameters {list(fresh)}; missing {missing}, unexpected {unexpected}"
+        )
+    params = {}
+    for name, expected in fresh.items():
+        value = torch.as_tensor(init[name]).detach()
+        if tuple(value.shape) != tuple(expected.shape):
+            raise ValueError(
+                f"init[{name!r}] has shape {tuple(value.shape)}, the learner needs {tuple(expected.shape)} "
+                "(no task dimension; for the Conv-4, check n_way and downsample)"
+            )
+        if not torch.isfinite(value).all():
+            raise ValueError(f"init[{name!r}] contains NaN or inf")
+        params[name] = value.to(device=device, dtype=torch.float32).clone()
+    return params
