@@ -11,9 +11,11 @@ transductive.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import platform
 import resource
 import time
@@ -66,6 +68,20 @@ def test_protocol(env_id: str, n_episodes: int = TEST_EPISODES, seed: int = TEST
     for episodes in episode_chunks(env, n_episodes, seed):
         _update_hash(digest, episodes)
     return {**env.protocol, "episodes": n_episodes, "episode_seed": seed, "episodes_sha256": digest.hexdigest()}
+
+
+def device_name(device: str | torch.device) -> str:
+    """Human-readable name of the hardware behind ``device``: the GPU model, or the CPU model and core count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def mean_ci95(values: np.ndarray) -> tuple[float, float]:
@@ -131,9 +147,7 @@ def evaluate(
         "results": results,
         "run": {
             "device": str(device),
-            "device_name": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor() or platform.machine(),
+            "device_name": device_name(device),
             "wall_seconds": round(wall, 3),
             "peak_memory_bytes": torch.cuda.max_memory_allocated(device)
             if device.type == "cuda"

@@ -37,7 +37,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 import metabench
 from metabench.evaluation import CHUNK, TEST_EPISODES, mean_ci95
@@ -54,6 +63,7 @@ REWARD_ATOL, REWARD_RTOL = 1e-4, 1e-4
 ACCURACY_FLIP_FRACTION = 0.01
 VERSIONED_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*-v[0-9]+$")
 ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+REPOSITORY_FILE = re.compile(r"^baselines/[a-z0-9_]+\.py$")
 METHOD_NAME = re.compile(r"^\w[\w .,:;+()#@&'-]{0,79}$")
 
 
@@ -145,11 +155,24 @@ def _check_text(value: str, what: str) -> str:
     return value
 
 
+def _repository_file(value: str) -> str:
+    """A file of metabench's own repository (its reference baselines), e.g. ``baselines/maml.py``."""
+    if not REPOSITORY_FILE.match(value) or not (Path(metabench.__file__).resolve().parents[1] / value).is_file():
+        raise ValueError(f"{value!r} is neither an http(s) URL nor a file under baselines/ of this repository")
+    return value
+
+
+RepositoryFile = Annotated[str, AfterValidator(_repository_file)]
+
+
 class Metadata(_Strict):
-    """What the submitter declares (flags of ``metabench submit`` or ``PATH/metadata.json``)."""
+    """What the submitter declares (flags of ``metabench submit`` or ``PATH/metadata.json``).
+
+    ``code`` is an http(s) URL, or for metabench's own baselines the repository file (``baselines/X.py``).
+    """
 
     method: str
-    code: Url
+    code: Url | RepositoryFile
     paper: Url | None = None
     test_data_for_model_selection: bool
     train_command: str | None = Field(default=None, max_length=4000)
@@ -975,8 +998,14 @@ def _row(rank: int, entry: Entry) -> dict[str, str]:
         "hardware": f"{budget.device_name} ({budget.device})",
         "flags": ", ".join(flags),
         "paper": str(entry.record.metadata.paper or ""),
-        "code": str(entry.record.metadata.code),
+        "code": _link(entry.record.metadata.code),
     }
+
+
+def _link(code: Any) -> str:
+    """The code link as seen from the leaderboard folder (repository files are relative links)."""
+    text = str(code)
+    return f"../{text}" if REPOSITORY_FILE.match(text) else text
 
 
 COLUMNS = ("rank", "method", "accuracy", "reward", "budget", "hardware", "flags")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import platform
 import signal
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from metabench.evaluation import evaluate, make_env
+from metabench.evaluation import device_name, evaluate, make_env
 from metabench.learners import Learner, config_from_dict, load_learner_class
 
 CHECKPOINT_FORMAT = "metabench-checkpoint/1"
@@ -163,9 +162,7 @@ def train(
                     "meta_batch": meta_batch,
                     "episodes_seen": iteration * meta_batch,
                     "device": str(torch.device(device)),
-                    "device_name": torch.cuda.get_device_name(device)
-                    if torch.device(device).type == "cuda"
-                    else platform.processor() or platform.machine(),
+                    "device_name": device_name(device),
                     **({"command": command} if command else {}),
                 },
             },
