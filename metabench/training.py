@@ -208,7 +208,12 @@ def train(
                             row[f"val_{key}_ci95"] = results[f"{key}_ci95"]
                     history.append(row)
                     window = []
-                    bar.write(" ".join(f"{key}={value:.4g}" for key, value in row.items()))
+                    bar.write(
+                        " ".join(
+                            f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                            for key, value in row.items()
+                        )
+                    )
                     _write_log(history, out)
                     plot_curve(history, out / "curve.png", f"{learner.name} on {env_id}")
                 if iteration % checkpoint_interval == 0 or last:

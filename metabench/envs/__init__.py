@@ -9,12 +9,14 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from metabench import data
+from metabench.envs.augment import DEFAULT_TEMPERATURE, MetaAugmentEnv
 from metabench.envs.omniglot import MetaOmniglotEnv, MetaOmniglotVectorEnv
 from metabench.envs.optimizer import MetaOptimizerEnv
 from metabench.envs.sinusoid import MetaSinusoidEnv, MetaSinusoidVectorEnv
 
 __all__ = [
     "ENV_IDS",
+    "MetaAugmentEnv",
     "MetaOmniglotEnv",
     "MetaOmniglotVectorEnv",
     "MetaOptimizerEnv",
@@ -96,3 +98,24 @@ _register(
     None,
     {"task": "sinusoid", "steps": 10, "reward_mode": "final", "init_seed": 0, "k_shot": 10, "n_query": 10},
 )
+# MetaAugment: the agent is a data-augmentation policy of the support set; searched on val, 32 tasks per step
+for n_way in (5, 20):
+    _register(
+        f"MetaAugment-Omniglot-{n_way}w1s-v0",
+        "metabench.envs.augment:MetaAugmentEnv",
+        None,
+        {
+            "n_way": n_way,
+            "k_shot": 1,
+            "n_query": 15,
+            "split": "val",
+            "scheme": "vinyals",
+            "sub_policies": 5,
+            "copies": 4,
+            "tasks_per_step": 32,
+            "learner": "finetune",
+            "temperature": DEFAULT_TEMPERATURE,
+            "preprocessing": data.PREPROCESSING,
+            "manifest_sha256": OMNIGLOT_V0_MANIFESTS,
+        },
+    )
