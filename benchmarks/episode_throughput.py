@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import torch
+from machine import machine
 
 import metabench  # noqa: F401
 
@@ -80,13 +79,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict = {
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-            "torch": torch.__version__,
-        },
+        "machine": machine(args.device),
         "tasks_per_second": {},
     }
     for env_id in ("MetaOmniglot-5w1s-v0", "MetaOmniglot-20w1s-v0"):

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from machine import machine
 
 from metabench.evaluation import make_env
 from metabench.training import build_learner
@@ -54,13 +53,7 @@ def main() -> None:
     results = {
         "env_id": args.env,
         "meta_batch": meta_batch,
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-            "torch": torch.__version__,
-        },
+        "machine": machine(args.device),
         "seconds_per_meta_iteration": {},
     }
     for first_order in (False, True):

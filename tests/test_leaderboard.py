@@ -425,6 +425,15 @@ def test_compare_records_tolerates_float_noise_and_rare_argmax_flips() -> None:
     assert math.isclose(leaderboard.compare_records(stored, rerun, 75)[1]["max_reward_abs_diff"], 0.01)
 
 
+def test_compare_records_allows_more_rounding_across_device_types_only() -> None:
+    stored = [leaderboard.EpisodeRecord(episode=i, reward=-0.05, accuracy=1.0) for i in range(100)]
+    rerun = [{"episode": i, "reward": -0.05 + 8e-4, "accuracy": 1.0} for i in range(100)]  # a GPU entry re-run on CPU
+    assert not leaderboard.compare_records(stored, rerun, 75)[0]
+    assert leaderboard.compare_records(stored, rerun, 75, leaderboard.CROSS_DEVICE_REWARD_ATOL)[0]
+    rerun[0]["reward"] = -0.05 + 1e-2
+    assert not leaderboard.compare_records(stored, rerun, 75, leaderboard.CROSS_DEVICE_REWARD_ATOL)[0]
+
+
 # --------------------------------------------------------------------------------------------- the HTML page
 
 
