@@ -1112,7 +1112,9 @@ def _compute_label(episodes: float) -> str:
 def _svg_accuracy(env_id: str, entries: list[Entry], accuracy: bool) -> str:
     """Horizontal dot plot: each method's mean with its 95% CI as an error bar."""
     scale = 100.0 if accuracy else 1.0
-    width, left, right, top, row = 760, 230, 30, 20, 26
+    longest = max(len(entry.record.metadata.method) for entry in entries)
+    left = 20 + 7 * longest  # room for the method names (about 7 px per character at 12 px)
+    width, right, top, row = left + 530, 30, 20, 26
     height = top + row * len(entries) + 44
     lows = [scale * (e.score[0] - e.score[1]) for e in entries]
     highs = [scale * (e.score[0] + e.score[1]) for e in entries]
