@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from metabench import data, models, splits
-from metabench.episodes import Episodes
+from metabench.episodes import Episodes, rotations
 from metabench.inner_loop import adapt
 from metabench.learners import Learner, task_losses
 
@@ -88,7 +88,7 @@ class Pretrain(Learner):
             params = models.mlp_init(generator)
         else:
             self.classes = splits.class_table(task["scheme"], "train")  # (n_classes, 2): character, rotation
-            self.images = data.load_omniglot(device=self.device)
+            self.images = rotations(data.load_omniglot(device=self.device))  # (characters, 4, 20, 28, 28)
             self.generator = torch.Generator().manual_seed(seed + 1)  # draws the training examples
             params = models.conv4_init(len(self.classes), generator, width=config.width)
             stats = models.conv4_running_stats(config.width)
@@ -101,12 +101,8 @@ class Pretrain(Learner):
         size = self.config.batch_size
         classes = torch.randint(len(self.classes), (size,), generator=self.generator)
         drawings = torch.randint(data.N_DRAWINGS, (size,), generator=self.generator)
-        characters, rotations = self.classes[classes].unbind(dim=1)
-        images = self.images[characters.to(self.device), drawings.to(self.device)]  # a copy: (B, 28, 28)
-        rotations = rotations.to(self.device)
-        for turns in range(1, 4):
-            rows = rotations == turns
-            images[rows] = torch.rot90(images[rows], turns, dims=(-2, -1))
+        characters, turns = self.classes[classes].to(self.device).unbind(dim=1)
+        images = self.images[characters, turns, drawings.to(self.device)]  # (B, 28, 28)
         return images[None, :, None], classes.to(self.device)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -150,12 +146,31 @@ class Pretrain(Learner):
 
         with torch.no_grad():
             support, query = self.embed(support_inputs), self.embed(query_inputs)
-            head = self.initial_head(support, support_targets)
-        features = support
+        return self.finetune_head(support, support_targets, query, self.task["n_way"], steps, lr, self.config.head_init)
+
+    @staticmethod
+    def finetune_head(
+        support: torch.Tensor,
+        labels: torch.Tensor,
+        query: torch.Tensor,
+        n_way: int,
+        steps: int,
+        lr: float,
+        head_init: str = "zeros",
+    ) -> torch.Tensor:
+        """Query logits of an N-way linear head fitted on support embeddings ``(T, n, D)``.
+
+        The test-time rule of this baseline, also the base learner of the MetaAugment env: the head
+        starts from ``head_init`` and takes ``steps`` gradient steps of ``lr`` on the support loss.
+        """
+        with torch.no_grad():
+            head = Pretrain.initial_head(support, labels, n_way, head_init)
 
         def classification_loss(p: models.Params) -> torch.Tensor:
-            logits = models.linear(p["head.weight"], p["head.bias"], features)
-            return task_losses(self.task, logits, support_targets).sum()
+            logits = models.linear(p["head.weight"], p["head.bias"], support)
+            return (
+                F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels).mean(1).sum()
+            )
 
         with torch.enable_grad():
             head = {name: value.requires_grad_() for name, value in head.items()}
@@ -163,11 +178,11 @@ class Pretrain(Learner):
         with torch.no_grad():
             return models.linear(head["head.weight"], head["head.bias"], query)
 
-    def initial_head(self, support: torch.Tensor, labels: torch.Tensor) -> models.Params:
+    @staticmethod
+    def initial_head(support: torch.Tensor, labels: torch.Tensor, n_way: int, head_init: str) -> models.Params:
         """The N-way head before fine-tuning: nearest class mean in squared distance, or zeros."""
-        one_hot = F.one_hot(labels, self.task["n_way"]).to(support.dtype)  # (T, n_support, N)
-        prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(dim=1).unsqueeze(-1)  # (T, N, features)
-        if self.config.head_init == "zeros":
+        prototypes = models.class_means(support, labels, n_way)  # (T, N, features)
+        if head_init == "zeros":
             return {
                 "head.weight": torch.zeros_like(prototypes),
                 "head.bias": prototypes.new_zeros(prototypes.shape[:2]),

@@ -58,9 +58,7 @@ class ProtoNet(Learner):
 
     def logits(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, n_way: int) -> torch.Tensor:
         """Minus squared distances of query embeddings to class prototypes: ``(T, n_query, n_way)``."""
-        one_hot = F.one_hot(labels, n_way).to(support.dtype)  # (T, n_support, N)
-        prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(dim=1).unsqueeze(-1)
-        return -torch.cdist(query, prototypes).square()
+        return -torch.cdist(query, models.class_means(support, labels, n_way)).square()
 
     def train_step(self, episodes: Episodes) -> dict[str, float]:
         n_way = int(episodes.support_targets.max()) + 1

@@ -48,9 +48,6 @@ class Episodes:
             tasks = slice(tasks, tasks + 1 if tasks != -1 else None)
         return Episodes(*(getattr(self, f.name)[tasks] for f in fields(self)))
 
-    def to(self, device: str | torch.device) -> Episodes:
-        return Episodes(*(getattr(self, f.name).to(device) for f in fields(self)))
-
 
 @dataclass(frozen=True)
 class EpisodeIndex:
@@ -78,10 +75,11 @@ class EpisodeIndex:
 
 
 @cache
-def _rotated(images: torch.Tensor) -> torch.Tensor:
+def rotations(images: torch.Tensor) -> torch.Tensor:
     """All four quarter-turn rotations of every drawing, ``(characters, 4, 20, 28, 28)``.
 
-    Computed once per data tensor (100 MB for Omniglot) so that a rotated class costs a gather.
+    Computed once per data tensor (100 MB for Omniglot) and shared by everything that draws
+    rotated classes, so that a rotated class costs a gather.
     """
     return torch.stack([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)], dim=1)
 
@@ -97,21 +95,17 @@ class OmniglotEpisodes:
         n_way, k_shot, n_query: task shape; ``k_shot + n_query`` must not exceed 20 drawings.
     """
 
-    def __init__(
-        self, images: torch.Tensor, classes: torch.Tensor, n_way: int, k_shot: int, n_query: int
-    ) -> None:
+    def __init__(self, images: torch.Tensor, classes: torch.Tensor, n_way: int, k_shot: int, n_query: int) -> None:
         if min(n_way, k_shot, n_query) < 1:
             raise ValueError(f"n_way, k_shot and n_query must be >= 1, got {n_way}, {k_shot}, {n_query}")
         if k_shot + n_query > N_DRAWINGS:
-            raise ValueError(
-                f"k_shot + n_query = {k_shot + n_query} exceeds the {N_DRAWINGS} drawings per character"
-            )
+            raise ValueError(f"k_shot + n_query = {k_shot + n_query} exceeds the {N_DRAWINGS} drawings per character")
         if n_way > len(classes):
             raise ValueError(f"n_way={n_way} exceeds the {len(classes)} classes of the split")
         self.n_way, self.k_shot, self.n_query = n_way, k_shot, n_query
         self.device = images.device
         self.classes = classes.cpu()
-        self._table = _rotated(images).flatten(0, 2)  # (characters * 4 rotations * 20 drawings, 28, 28)
+        self._table = rotations(images).flatten(0, 2)  # (characters * 4 rotations * 20 drawings, 28, 28)
 
     def sample_index(self, batch_size: int, generator: torch.Generator) -> EpisodeIndex:
         """Draw the indices of ``batch_size`` tasks from a CPU generator."""

@@ -151,6 +151,12 @@ def mlp(params: Params, inputs: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def class_means(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """Per-task mean feature of each class (the prototypes): ``(T, n, D)``, labels ``(T, n)`` -> ``(T, n_way, D)``."""
+    one_hot = F.one_hot(labels, n_way).to(features.dtype)  # (T, n, N)
+    return one_hot.transpose(1, 2) @ features / one_hot.sum(dim=1).unsqueeze(-1)
+
+
 def expand(params: Params, tasks: int) -> Params:
     """View shared parameters as ``tasks`` copies (a task dimension); gradients sum back."""
     return {name: value.expand(tasks, *value.shape) for name, value in params.items()}

@@ -86,7 +86,6 @@ from metabench import augment, data, models
 from metabench.envs.common import task_generator
 from metabench.envs.omniglot import MetaOmniglotEnv
 from metabench.episodes import Episodes
-from metabench.inner_loop import adapt
 
 DEFAULT_SUB_POLICIES = 5
 DEFAULT_COPIES = 4
@@ -329,33 +328,15 @@ class MetaAugmentEnv(gym.Env):
         tasks = support.shape[0]
         embeddings = torch.cat([support, copies], dim=1).reshape(tasks, -1, support.shape[-1])
         if self.learner_kind == "prototypes":
-            one_hot = F.one_hot(labels, self.task_env.protocol["n_way"]).to(embeddings.dtype)  # (T, M, N)
-            prototypes = one_hot.transpose(1, 2) @ embeddings / one_hot.sum(dim=1).unsqueeze(-1)  # (T, N, D)
+            prototypes = models.class_means(embeddings, labels, self.task_env.protocol["n_way"])  # (T, N, D)
             logits = -(query[:, :, None, :] - prototypes[:, None, :, :]).square().sum(dim=-1) / self.temperature
         else:
-            logits = self._finetuned_logits(embeddings, labels, query)
+            logits = self.learner.finetune_head(  # the pretrain baseline's own test-time rule
+                embeddings, labels, query, self.task_env.protocol["n_way"], FINETUNE_STEPS, FINETUNE_LR
+            )
         losses = F.cross_entropy(logits.flatten(0, 1), query_labels.flatten(), reduction="none")
         accuracies = (logits.argmax(dim=-1) == query_labels).float().mean(dim=1)
         return losses.view_as(query_labels).mean(dim=1), accuracies
-
-    def _finetuned_logits(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """Query logits of an N-way linear head fitted on the support embeddings from zeros (pretrain's test step)."""
-        n_way = self.task_env.protocol["n_way"]
-        head = {
-            "head.weight": support.new_zeros(support.shape[0], n_way, support.shape[-1]).requires_grad_(),
-            "head.bias": support.new_zeros(support.shape[0], n_way).requires_grad_(),
-        }
-
-        def support_loss(params: dict[str, torch.Tensor]) -> torch.Tensor:
-            logits = models.linear(params["head.weight"], params["head.bias"], support)
-            return (
-                F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels).mean(1).sum()
-            )
-
-        with torch.enable_grad():
-            head = adapt(head, support_loss, FINETUNE_STEPS, FINETUNE_LR, first_order=True)
-        with torch.no_grad():
-            return models.linear(head["head.weight"], head["head.bias"], query)
 
     def _observation(self) -> np.ndarray:
         return np.zeros(1, np.float32)
