@@ -1,4 +1,4 @@
-"""The ``metabench`` command line: environments, data, training and evaluation of learners."""
+"""The ``metabench`` command line: environments, data, training, search and evaluation of agents."""
 
 from __future__ import annotations
 
@@ -67,13 +67,13 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_config(pairs: list[str]) -> dict:
+def _parse_config(pairs: list[str], option: str = "--config") -> dict:
     """``key=value`` overrides; values are read as JSON when they parse (numbers, true/false), else strings."""
     config = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ValueError(f"--config takes key=value pairs, got {pair!r}")
+            raise ValueError(f"{option} takes key=value pairs, got {pair!r}")
         try:
             config[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -111,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run the frozen test protocol on a checkpoint and write summary.json + episodes.jsonl."""
-    from metabench.evaluation import TEST_EPISODES, evaluate, write_evaluation
+    from metabench.evaluation import evaluate, make_env, protocol_episodes, write_evaluation
     from metabench.learners import load_learner_class
     from metabench.training import load_checkpoint
 
@@ -123,8 +123,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if checkpoint["env_id"] != args.env:
         raise ValueError(f"{args.checkpoint} was trained on {checkpoint['env_id']}, not {args.env}")
     summary, records = evaluate(learner, args.env, n_episodes=args.episodes, device=args.device)
-    if args.episodes != TEST_EPISODES:
-        summary["note"] = f"{args.episodes} episodes instead of the protocol's {TEST_EPISODES}: not a test score"
+    full = protocol_episodes(make_env(args.env, split="test"))
+    if args.episodes is not None and args.episodes != full:
+        summary["note"] = f"{args.episodes} episodes instead of the protocol's {full}: not a test score"
     summary["training"] = {
         **checkpoint["training"],
         "iterations": checkpoint["iteration"],
@@ -143,6 +144,56 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         line = f"accuracy {100 * results['accuracy_mean']:.2f} +- {100 * results['accuracy_ci95']:.2f} %, " + line
     print(f"{agent} on {args.env} ({results['episodes']} test episodes): {line}")
     print(f"wrote {out / 'summary.json'} and {out / 'episodes.jsonl'}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run a search method for a budget of evaluations, once per seed, and plot best-so-far reward."""
+    from metabench.search import load_runs, plot_best_so_far, search, summarize
+
+    _check_env_id(args.env)
+    out = Path(args.out or f"runs/search/{args.method}-{args.env}")
+    for seed in args.seeds:
+        result = search(
+            args.method,
+            args.env,
+            evaluations=args.evaluations,
+            out_dir=out / f"seed-{seed}",
+            seed=seed,
+            episodes=args.episodes,
+            env_kwargs=_parse_config(args.env_kwargs, "--env-kwargs"),
+            config=_parse_config(args.config),
+            device=args.device,
+            command=shlex.join(["metabench", *args.argv]),
+        )
+        print(f"seed {seed}: best reward {result.best_reward:.4f} -> {result.out_dir / 'checkpoint.pt'}")
+    runs = load_runs([out])
+    _print_summary(summarize(runs))
+    print(f"plot: {plot_best_so_far(runs, out / 'best_so_far.png', f'{args.method} on {args.env}')}")
+    return 0
+
+
+def _print_summary(rows: list[dict]) -> None:
+    for row in rows:
+        print(
+            f"{row['method']}: {row['seeds']} seeds x {row['evaluations']} evaluations, best reward "
+            f"{row['best_reward_mean']:.4f} +- {row['best_reward_ci95']:.4f} (95% CI over seeds), "
+            f"{row['wall_seconds_mean']:.0f} s per seed"
+        )
+
+
+def cmd_search_plot(args: argparse.Namespace) -> int:
+    """Compare search runs: best-so-far reward against evaluations, mean and 95% CI over seeds."""
+    from metabench.search import load_runs, plot_best_so_far, summarize
+
+    runs = load_runs(args.runs)
+    rows = summarize(runs)
+    _print_summary(rows)
+    if args.csv:
+        Path(args.csv).write_text(
+            "".join(",".join(str(value) for value in row.values()) + "\n" for row in [dict.fromkeys(rows[0]), *rows])
+        )
+    print(f"plot: {plot_best_so_far(runs, args.out, args.title)}")
     return 0
 
 
@@ -209,9 +260,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt written by metabench train")
     evaluate.add_argument("--env", required=True, help="versioned env id the checkpoint was trained on")
     evaluate.add_argument("--device", default="cpu")
-    evaluate.add_argument("--episodes", type=int, default=1000, help="test episodes (the protocol uses 1000)")
+    evaluate.add_argument(
+        "--episodes", type=int, help="test episodes (default: the env's whole protocol, 1000 for the few-shot envs)"
+    )
     evaluate.add_argument("--out", help="output folder (default: beside the checkpoint)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    search_parser = commands.add_parser(
+        "search",
+        help="search open-loop candidates (policies, architectures, schedules) with a black-box method",
+        description="Run a search method (random, evolution, reinforce, cmaes or module:Class) on an env's val "
+        "split for a budget of evaluations, once per seed; writes trace.csv, best.json and checkpoint.pt (the best "
+        "candidate as an open-loop agent for `metabench evaluate`) per seed, and best_so_far.png.",
+    )
+    search_parser.add_argument("method", help="search method: random, evolution, reinforce, cmaes or module:Class")
+    search_parser.add_argument("--env", required=True, help="versioned env id, e.g. MetaAugment-Omniglot-5w1s-v0")
+    search_parser.add_argument("--evaluations", type=int, default=50, help="candidates evaluated per seed")
+    search_parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one search per seed")
+    search_parser.add_argument("--episodes", type=int, default=1, help="episodes per evaluation (mean reward)")
+    search_parser.add_argument("--device", default="cpu")
+    search_parser.add_argument("--out", help="output folder (default: runs/search/METHOD-ENV)")
+    search_parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="env arguments")
+    search_parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="searcher arguments")
+    search_parser.set_defaults(func=cmd_search)
+
+    plot = commands.add_parser(
+        "search-plot",
+        help="plot best-so-far reward of search runs (mean and 95%% CI over seeds, one line per method)",
+        description="Compare the search runs under the given folders at equal numbers of evaluations.",
+    )
+    plot.add_argument("runs", nargs="+", help="folders holding search runs (searched recursively for best.json)")
+    plot.add_argument("--out", default="best_so_far.png", help="PNG to write")
+    plot.add_argument("--title", default="", help="plot title")
+    plot.add_argument("--csv", help="also write the summary table as CSV")
+    plot.set_defaults(func=cmd_search_plot)
     leaderboard.add_commands(commands)
     return parser
 

@@ -1,12 +1,21 @@
 """The frozen evaluation protocol: a fixed, seeded list of test episodes scored through the env.
 
-Everyone evaluated on an environment id sees the same ``TEST_EPISODES`` episodes: they are drawn
-from the env's ``test`` split by its own sampler, ``CHUNK`` tasks at a time from a CPU generator
-seeded with ``TEST_SEED``, and their sha256 (over every support and query tensor) is recorded, so a
-score can always be traced to its episodes. Each episode is scored by the environment's own reward
-(minus the mean query loss). The summary reports mean accuracy and reward with 95% confidence
-intervals (1.96 standard errors), wall time, device and peak memory, and whether the learner was
-transductive.
+Everyone evaluated on an environment id sees the same episodes, and their sha256 (over every
+support and query tensor) is recorded, so a score can always be traced to its episodes:
+
+* one-step few-shot envs (MetaOmniglot, MetaSinusoid: :class:`~metabench.envs.common.TaskEnv`):
+  ``TEST_EPISODES`` tasks of the ``test`` split, drawn by the env's own sampler ``CHUNK`` tasks at a
+  time from a CPU generator seeded with ``TEST_SEED``, scored in batches from
+  :meth:`~metabench.learners.Learner.predict`;
+* every other env (MetaOptimizer, MetaAugment, ...): the gym loop. Episode ``i`` starts with
+  ``learner.reset()`` and ``env.reset(seed=TEST_SEED + i)`` and runs ``learner.act`` until it ends;
+  its reward is the sum of the step rewards and its accuracy the last ``info["accuracy"]``. The env's
+  ``test_episodes`` attribute (default ``TEST_EPISODES``) sets the length of its protocol, and its
+  ``tasks`` attribute (the current :class:`~metabench.episodes.Episodes`), if any, is hashed.
+
+Rewards are the environment's own (minus query losses). The summary reports mean accuracy and
+reward with 95% confidence intervals (1.96 standard errors), wall time, device and peak memory, and
+whether the learner was transductive.
 """
 
 from __future__ import annotations
@@ -48,6 +57,11 @@ def make_env(env_id: str, split: str = "train", device: str | torch.device = "cp
     return gym.make(env_id, device=device, **kwargs).unwrapped
 
 
+def protocol_episodes(env: gym.Env) -> int:
+    """Length of ``env``'s frozen test protocol: its ``test_episodes`` attribute, else ``TEST_EPISODES``."""
+    return int(getattr(env, "test_episodes", TEST_EPISODES))
+
+
 def episode_chunks(env: TaskEnv, n_episodes: int, seed: int, chunk: int = CHUNK) -> Iterator[Episodes]:
     """The seeded episode list of an env, ``chunk`` tasks per draw (the last draw may be smaller)."""
     generator = torch.Generator().manual_seed(seed)
@@ -61,12 +75,19 @@ def _update_hash(digest: Any, episodes: Episodes) -> None:
 
 
 @cache
-def test_protocol(env_id: str, n_episodes: int = TEST_EPISODES, seed: int = TEST_SEED) -> dict[str, Any]:
+def test_protocol(env_id: str, n_episodes: int | None = None, seed: int = TEST_SEED) -> dict[str, Any]:
     """The protocol a test score on ``env_id`` is measured under, with the sha256 of its episodes."""
     env = make_env(env_id, split="test")
+    n_episodes = protocol_episodes(env) if n_episodes is None else n_episodes
     digest = hashlib.sha256()
-    for episodes in episode_chunks(env, n_episodes, seed):
-        _update_hash(digest, episodes)
+    if isinstance(env, TaskEnv):
+        for episodes in episode_chunks(env, n_episodes, seed):
+            _update_hash(digest, episodes)
+    else:
+        for i in range(n_episodes):
+            env.reset(seed=seed + i)
+            if getattr(env, "tasks", None) is not None:
+                _update_hash(digest, env.tasks)
     return {**env.protocol, "episodes": n_episodes, "episode_seed": seed, "episodes_sha256": digest.hexdigest()}
 
 
@@ -96,35 +117,27 @@ def evaluate(
     env_id: str,
     *,
     split: str = "test",
-    n_episodes: int = TEST_EPISODES,
+    n_episodes: int | None = None,
     seed: int = TEST_SEED,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score ``learner`` on the seeded episode list; returns the summary and one record per episode."""
+    """Score ``learner`` on the seeded episode list; returns the summary and one record per episode.
+
+    ``n_episodes=None`` runs the env's whole protocol (:func:`protocol_episodes`).
+    """
     device = torch.device(device) if device is not None else learner.device
     env = make_env(env_id, split=split, device=device)
+    n_episodes = protocol_episodes(env) if n_episodes is None else n_episodes
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     digest = hashlib.sha256()
-    rewards, accuracies = [], []
     start = time.perf_counter()
     with tqdm(total=n_episodes, desc=f"evaluate {learner.name} on {env_id} [{split}]", disable=not progress) as bar:
-        for episodes in episode_chunks(env, n_episodes, seed):
-            _update_hash(digest, episodes)
-            with torch.no_grad():
-                predictions = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
-            losses, info = env.evaluate(predictions.float(), episodes)
-            rewards.append(-losses.mean(dim=1).double().cpu().numpy())
-            if "accuracy" in info:
-                accuracies.append(info["accuracy"])
-            bar.update(len(episodes))
-            if accuracies:
-                bar.set_postfix(accuracy=f"{np.concatenate(accuracies).mean():.4f}")
+        score = _score_batched if isinstance(env, TaskEnv) else _score_gym_loop
+        reward, accuracy = score(learner, env, n_episodes, seed, digest, bar)
     wall = time.perf_counter() - start
 
-    reward = np.concatenate(rewards)
-    accuracy = np.concatenate(accuracies).astype(np.float64) if accuracies else None
     records = [
         {"episode": i, "reward": float(reward[i]), **({"accuracy": float(accuracy[i])} if accuracy is not None else {})}
         for i in range(n_episodes)
@@ -157,6 +170,51 @@ def evaluate(
         },
     }
     return summary, records
+
+
+def _score_batched(
+    learner: Learner, env: TaskEnv, n_episodes: int, seed: int, digest: Any, bar: tqdm
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Few-shot envs: ``CHUNK`` tasks at a time through :meth:`Learner.predict` and the env's batched scoring."""
+    rewards, accuracies = [], []
+    for episodes in episode_chunks(env, n_episodes, seed):
+        _update_hash(digest, episodes)
+        with torch.no_grad():
+            predictions = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
+        losses, info = env.evaluate(predictions.float(), episodes)
+        rewards.append(-losses.mean(dim=1).double().cpu().numpy())
+        if "accuracy" in info:
+            accuracies.append(info["accuracy"])
+        bar.update(len(episodes))
+        if accuracies:
+            bar.set_postfix(accuracy=f"{np.concatenate(accuracies).mean():.4f}")
+    accuracy = np.concatenate(accuracies).astype(np.float64) if accuracies else None
+    return np.concatenate(rewards), accuracy
+
+
+def _score_gym_loop(
+    learner: Learner, env: gym.Env, n_episodes: int, seed: int, digest: Any, bar: tqdm
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Multi-step envs: episode ``i`` is ``env.reset(seed=seed + i)`` played by ``learner.act`` to its end."""
+    classification = env.protocol.get("dataset") == "omniglot"
+    rewards, accuracies = np.zeros(n_episodes), np.zeros(n_episodes)
+    for i in range(n_episodes):
+        learner.reset()
+        observation, info = env.reset(seed=seed + i)
+        if getattr(env, "tasks", None) is not None:
+            _update_hash(digest, env.tasks)
+        done = False
+        while not done:
+            observation, reward, terminated, truncated, info = env.step(learner.act(observation))
+            rewards[i] += reward
+            done = terminated or truncated
+        if classification:
+            if "accuracy" not in info:
+                raise ValueError(f"{env.spec.id if env.spec else env} ended episode {i} without info['accuracy']")
+            accuracies[i] = float(info["accuracy"])
+            bar.set_postfix(accuracy=f"{accuracies[: i + 1].mean():.4f}")
+        bar.update(1)
+    return rewards, accuracies if classification else None
 
 
 def write_evaluation(summary: dict[str, Any], records: list[dict[str, Any]], out_dir: str | Path) -> Path:

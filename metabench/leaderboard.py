@@ -389,6 +389,12 @@ def check_protocol(summary: Summary) -> None:
         )
 
 
+def scored_queries(protocol: dict[str, Any]) -> int:
+    """Queries behind one episode's accuracy: ``n_way * n_query``, times the tasks an episode scores (MetaAugment)."""
+    per_task = int(protocol.get("n_way", 0)) * int(protocol.get("n_query", 0))
+    return per_task * int(protocol.get("tasks_per_step", 1))
+
+
 def parse_episodes(content: bytes, summary: Summary) -> list[EpisodeRecord]:
     """Validate ``episodes.jsonl``: the protocol's episodes, each exactly once, finite and in range."""
     try:
@@ -428,7 +434,7 @@ def parse_episodes(content: bytes, summary: Summary) -> list[EpisodeRecord]:
         )
 
     classification = summary.protocol.get("dataset") == "omniglot"
-    queries = int(summary.protocol.get("n_way", 0)) * int(summary.protocol.get("n_query", 0))
+    queries = scored_queries(summary.protocol)
     for record in records:
         if classification != (record.accuracy is not None):
             need = "needs" if classification else "must not have"
@@ -911,7 +917,7 @@ def verify(
         return refused(str(error))
     except (ValueError, FileNotFoundError, KeyError) as error:
         return refused(f"the stored checkpoint does not load: {error}")
-    queries = int(summary.protocol.get("n_way", 0)) * int(summary.protocol.get("n_query", 0))
+    queries = scored_queries(summary.protocol)
     cross_device = str(device).split(":")[0] != summary.run.device.split(":")[0]
     reward_atol = CROSS_DEVICE_REWARD_ATOL if cross_device else REWARD_ATOL
     # The seeded list is drawn CHUNK episodes at a time, so a short run re-scores exactly its first

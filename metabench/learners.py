@@ -1,8 +1,11 @@
-"""The agent contract for few-shot learners, and how to find a learner by name.
+"""The agent contract, and how to find an agent by name.
 
-A :class:`Learner` is the learning algorithm F_phi of an environment: given a task's support set
-it returns predictions for the query inputs (logits for classification, values for regression),
-batched over tasks. The same object is trained by :mod:`metabench.training`, scored by
+A :class:`Learner` is the learned part phi of an environment's learning algorithm. For the few-shot
+envs (MetaOmniglot, MetaSinusoid) it is the whole learner F_phi: given a task's support set it
+returns predictions for the query inputs (logits for classification, values for regression),
+batched over tasks (:meth:`Learner.predict`). For the multi-step envs (MetaOptimizer, MetaAugment,
+MetaNAS) it is a policy that acts step by step through :meth:`Learner.act`, with :meth:`Learner.reset`
+at the start of each episode. The same object is trained by :mod:`metabench.training`, scored by
 :mod:`metabench.evaluation`, and plugs into any metabench env through :meth:`Learner.act`.
 
 Learners are found by name through the ``metabench.learners`` entry-point group (the reference
@@ -17,7 +20,6 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from metabench.episodes import Episodes
@@ -26,16 +28,19 @@ ENTRY_POINT_GROUP = "metabench.learners"
 
 
 class Learner:
-    """Base class of few-shot learners.
+    """Base class of agents: few-shot learners and step-by-step policies.
 
     Subclasses set ``name``, ``transductive`` (whether query predictions use statistics of the
     whole query set, e.g. batch norm over it) and ``Config`` (a dataclass of hyperparameters), and
-    implement :meth:`predict`, :meth:`train_step`, :meth:`state_dict` and :meth:`load_state_dict`.
+    implement :meth:`state_dict` and :meth:`load_state_dict`; few-shot learners implement
+    :meth:`predict`, policies :meth:`act` (and :meth:`reset` if they keep per-episode state), and
+    learners trained by :func:`metabench.training.train` implement :meth:`train_step`.
 
     Args:
         config: hyperparameters (an instance of ``Config``).
-        task: the environment's task shape and kind, e.g. ``{"dataset": "omniglot", "n_way": 5,
-            "k_shot": 1, "n_query": 15}`` (an env's ``protocol``).
+        task: the environment id and its protocol, e.g. ``{"env_id": "MetaOmniglot-5w1s-v0",
+            "dataset": "omniglot", "n_way": 5, "k_shot": 1, "n_query": 15, ...}``; an agent that
+            needs its env builds it with ``metabench.evaluation.make_env(task["env_id"], ...)``.
         device: where parameters live.
         seed: seeds the parameter initialisation.
     """
@@ -79,8 +84,11 @@ class Learner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def act(self, observation: dict[str, np.ndarray]) -> np.ndarray:
-        """The gym contract: query predictions for one observation (or a vector env's batch of them)."""
+    def reset(self) -> None:
+        """Called at the start of every episode; agents with per-episode state (e.g. an LSTM) clear it here."""
+
+    def act(self, observation: Any) -> Any:
+        """The gym contract; by default query predictions for one observation (or a vector env's batch of them)."""
         keys = ("support_images", "support_labels", "query_images")
         if "support_x" in observation:
             keys = ("support_x", "support_y", "query_x")

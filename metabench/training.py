@@ -39,7 +39,7 @@ def build_learner(
 ) -> Learner:
     """Instantiate the learner ``name`` for ``env_id`` with hyperparameter overrides ``config``."""
     learner_class = load_learner_class(name)
-    task = make_env(env_id, split="val").protocol
+    task = {"env_id": env_id, **make_env(env_id, split="val").protocol}
     values = {**dataclasses.asdict(learner_class.Config()), **learner_class.defaults(task), **(config or {})}
     return learner_class(config_from_dict(learner_class, values), task, device, seed)
 
@@ -60,7 +60,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return learner, checkpoint
 
 
-def _save_atomic(content: dict[str, Any], path: Path) -> None:
+def save_atomic(content: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(content, temporary)
@@ -146,7 +147,7 @@ def train(
     meta_batch = learner.config.meta_batch
 
     def save() -> None:
-        _save_atomic(
+        save_atomic(
             {
                 "format": CHECKPOINT_FORMAT,
                 "agent": learner.name,

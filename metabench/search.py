@@ -1,0 +1,413 @@
+"""Black-box search over open-loop candidates: the harness behind ``metabench search``.
+
+Some learned parts of a learning algorithm are searched rather than trained by gradient: an
+augmentation policy (MetaAugment), an architecture (MetaNAS), a learning-rate schedule
+(MetaOptimizer). The harness treats them alike. A *candidate* is what an open-loop agent does in one
+episode: the env's action at each of its ``horizon`` steps (``env.unwrapped.horizon``, default 1),
+flattened into one vector of :func:`candidate_space` (a ``MultiDiscrete`` for discrete actions, a
+``Box`` for continuous ones). A :class:`Searcher` proposes candidates (``ask``) and learns from their
+rewards (``tell``); :func:`search` runs one for a budget of evaluations and writes its trace, its
+best candidate, and that candidate as an :class:`OpenLoop` agent checkpoint that ``metabench
+evaluate`` scores on the test protocol like any other agent. :func:`plot_best_so_far` compares
+methods over seeds at equal numbers of evaluations.
+
+Searchers are found by name through the ``metabench.searchers`` entry-point group (the reference
+ones in ``baselines/search.py``: ``random``, ``evolution``, ``reinforce``, ``cmaes``) or by an import
+path ``"package.module:ClassName"``.
+
+Search runs on the env's ``val`` split when it has one (``split`` in its spec), never on ``test``.
+The env is made once; its first reset is seeded with the search seed and later resets continue its
+task stream, so every method run with the same seed is scored on the same sequence of tasks.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import json
+import math
+import time
+from collections import defaultdict
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from tqdm import tqdm
+
+from metabench.evaluation import device_name, make_env
+from metabench.learners import Learner
+
+ENTRY_POINT_GROUP = "metabench.searchers"
+Space = spaces.MultiDiscrete | spaces.Box
+
+
+class Searcher:
+    """Base class of ask/tell black-box searchers that maximise the reward of candidates in ``space``.
+
+    Args:
+        space: the candidate space (:func:`candidate_space` of the env).
+        seed: seeds every random choice of the searcher.
+        **config: the searcher's hyperparameters (keyword arguments of the subclass).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, space: Space, seed: int) -> None:
+        self.space = space
+        self.seed = seed
+
+    def ask(self) -> np.ndarray:
+        """The next candidate to evaluate, an element of ``space``."""
+        raise NotImplementedError
+
+    def tell(self, candidate: np.ndarray, reward: float) -> None:
+        """Learn from the reward of a candidate returned by the last :meth:`ask`."""
+        raise NotImplementedError
+
+
+def available_searchers() -> dict[str, str]:
+    """Registered searcher names and their import paths."""
+    return {entry.name: entry.value for entry in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_searcher(name: str) -> type[Searcher]:
+    """The searcher class registered as ``name``, or at the import path ``"module:Class"``."""
+    registered = available_searchers()
+    path = registered.get(name, name)
+    if ":" not in path:
+        raise ValueError(f"unknown search method {name!r}; registered: {sorted(registered)} (or give 'module:Class')")
+    module_name, class_name = path.split(":", 1)
+    try:
+        searcher = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import search method {path!r}: {error}") from error
+    if not (isinstance(searcher, type) and issubclass(searcher, Searcher)):
+        raise ValueError(f"{path!r} is not a metabench.search.Searcher subclass")
+    return searcher
+
+
+# --------------------------------------------------------------------------- candidates and playing them
+
+
+def horizon(env: gym.Env) -> int:
+    """Steps of one episode of ``env`` (its ``horizon`` attribute; 1 for one-step envs)."""
+    return int(getattr(env.unwrapped, "horizon", 1))
+
+
+def candidate_space(env: gym.Env) -> Space:
+    """The open-loop candidates of ``env``: its action at each of its ``horizon`` steps, flattened."""
+    step, steps = env.unwrapped.action_space, horizon(env)
+    if isinstance(step, spaces.Discrete):
+        if int(step.start) != 0:
+            raise ValueError(f"candidate_space supports Discrete spaces starting at 0, got start {step.start}")
+        return spaces.MultiDiscrete(np.full(steps, int(step.n)), seed=0)
+    if isinstance(step, spaces.MultiDiscrete):
+        return spaces.MultiDiscrete(np.tile(step.nvec.ravel(), steps), seed=0)
+    if isinstance(step, spaces.Box):
+        low, high = (np.tile(bound.ravel(), steps).astype(np.float64) for bound in (step.low, step.high))
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError("candidate_space needs a bounded Box action space")
+        return spaces.Box(low, high, dtype=np.float64, seed=0)
+    raise ValueError(f"candidate_space supports Discrete, MultiDiscrete and Box actions, not {step}")
+
+
+def step_actions(env: gym.Env, candidate: Any) -> list[Any]:
+    """Split a candidate into the env's actions, one per step; refuses candidates outside the space clearly."""
+    space = candidate_space(env)
+    vector = np.asarray(candidate, dtype=np.float64)
+    if vector.shape != space.shape:
+        name = env.spec.id if env.spec else type(env.unwrapped).__name__
+        raise ValueError(f"a candidate of {name} has shape {space.shape}, got {vector.shape}")
+    if not np.isfinite(vector).all():
+        raise ValueError("a candidate must be finite (no NaN or inf)")
+    if isinstance(space, spaces.MultiDiscrete):
+        if (vector != np.round(vector)).any() or (vector < 0).any() or (vector >= space.nvec).any():
+            raise ValueError(f"a candidate must hold integers 0 <= c[i] < {space.nvec.tolist()}, got {vector.tolist()}")
+    step = env.unwrapped.action_space
+    rows = np.split(vector, horizon(env))
+    if isinstance(step, spaces.Discrete):
+        return [int(row[0]) for row in rows]
+    if isinstance(step, spaces.MultiDiscrete):
+        return [row.astype(np.int64).reshape(step.shape) for row in rows]
+    return [row.astype(step.dtype).reshape(step.shape) for row in rows]
+
+
+def play(env: gym.Env, candidate: Any, seed: int | None = None) -> tuple[float, dict[str, Any]]:
+    """Reset ``env`` (with ``seed``) and play ``candidate`` step by step; returns the total reward and last info."""
+    actions = step_actions(env, candidate)
+    env.reset(seed=seed)
+    total, done, info = 0.0, False, {}
+    for action in actions:  # an episode may end early (e.g. a diverged learner); the rest is not played
+        _, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        done = terminated or truncated
+        if done:
+            break
+    if not done:
+        raise RuntimeError(f"the episode did not end after the env's horizon of {len(actions)} steps")
+    return total, info
+
+
+class OpenLoop(Learner):
+    """An agent that plays a fixed candidate (``config.candidate``): a found policy, architecture or schedule.
+
+    It ignores its observations, so it is the agent that open-loop search methods produce; any
+    env's protocol scores it through :func:`metabench.evaluation.evaluate`.
+    """
+
+    name = "open-loop"
+    transductive = False
+
+    @dataclasses.dataclass
+    class Config:
+        candidate: list[float] = dataclasses.field(default_factory=list)
+        meta_batch: int = 1
+
+    def __init__(self, config: Config, task: dict[str, Any], device: str | torch.device = "cpu", seed: int = 0):
+        super().__init__(config, task, device, seed)
+        self._actions = step_actions(make_env(task["env_id"], split="val", device="cpu"), config.candidate)
+        self._t = 0
+
+    def reset(self) -> None:
+        self._t = 0
+
+    def act(self, observation: Any) -> Any:
+        if self._t >= len(self._actions):
+            raise RuntimeError(f"the candidate has {len(self._actions)} steps; call reset() between episodes")
+        self._t += 1
+        return self._actions[self._t - 1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def open_loop_checkpoint(
+    env_id: str, candidate: Any, path: str | Path, *, training: dict[str, Any], iterations: int = 0, seed: int = 0
+) -> Path:
+    """Write ``candidate`` as an :class:`OpenLoop` agent checkpoint that ``metabench evaluate`` loads.
+
+    ``training`` is the budget that found it: ``wall_seconds``, ``meta_batch`` (episodes per
+    evaluation), ``episodes_seen``, ``device``, ``device_name`` and optionally ``command``;
+    ``iterations`` is the number of evaluations.
+    """
+    from metabench.training import CHECKPOINT_FORMAT, save_atomic
+
+    values = [float(value) for value in np.asarray(candidate, dtype=np.float64).ravel()]
+    step_actions(make_env(env_id, split="val"), values)  # refuse a candidate the env cannot play
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = OpenLoop.Config(candidate=values, meta_batch=int(training["meta_batch"]))
+    save_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "agent": OpenLoop.name,
+            "env_id": env_id,
+            "config": dataclasses.asdict(config),
+            "seed": seed,
+            "iteration": iterations,
+            "learner": {},
+            "history": [],
+            "training": training,
+        },
+        path,
+    )
+    return path
+
+
+# --------------------------------------------------------------------------- one search, many searches
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What :func:`search` found: the best candidate, its reward and the per-evaluation trace."""
+
+    best_candidate: list[float]
+    best_reward: float
+    trace: list[dict[str, Any]]
+    out_dir: Path
+
+
+def search(
+    method: str,
+    env_id: str,
+    *,
+    evaluations: int,
+    out_dir: str | Path,
+    seed: int = 0,
+    episodes: int = 1,
+    env_kwargs: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    command: str | None = None,
+) -> SearchResult:
+    """Run searcher ``method`` on ``env_id`` for ``evaluations`` candidates, each scored on ``episodes`` episodes.
+
+    Writes into ``out_dir``: ``trace.csv`` (one row per evaluation: reward, best reward so far, real
+    seconds, the candidate, and the sums of any numeric ``info["cost_*"]`` the env reports, e.g. a
+    simulated training cost), ``best.json`` and ``checkpoint.pt`` (the best candidate as an
+    ``open-loop`` agent). Returns the :class:`SearchResult`.
+    """
+    if evaluations < 1 or episodes < 1:
+        raise ValueError(f"evaluations and episodes must be >= 1, got {evaluations} and {episodes}")
+    env_kwargs = dict(env_kwargs or {})
+    spec = gym.spec(env_id)
+    if "split" in spec.kwargs:
+        env_kwargs.setdefault("split", "val")
+    if env_kwargs.get("split") == "test":
+        raise ValueError("search never runs on the test split: it would select on the tasks it is reported on")
+    env = gym.make(env_id, device=device, **env_kwargs)
+    searcher = load_searcher(method)(candidate_space(env), seed, **(config or {}))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    trace: list[dict[str, Any]] = []
+    best_reward, best_candidate, costs = -math.inf, None, defaultdict(float)
+    started = time.perf_counter()
+    with tqdm(total=evaluations, desc=f"search {method} on {env_id} (seed {seed})", disable=not progress) as bar:
+        for evaluation in range(1, evaluations + 1):
+            candidate = searcher.ask()
+            start = time.perf_counter()
+            rewards = []
+            for episode in range(episodes):
+                reward, info = play(env, candidate, seed=seed if evaluation == 1 and episode == 0 else None)
+                rewards.append(reward)
+                for key, value in info.items():
+                    if key.startswith("cost_") and isinstance(value, int | float | np.number):
+                        costs[key] += float(value)
+            reward = float(np.mean(rewards))
+            searcher.tell(candidate, reward)
+            if reward > best_reward:
+                best_reward, best_candidate = reward, np.asarray(candidate, dtype=np.float64)
+            trace.append(
+                {
+                    "evaluation": evaluation,
+                    "reward": reward,
+                    "best_reward": best_reward,
+                    "seconds": round(time.perf_counter() - start, 4),
+                    **{f"total_{key}": round(value, 4) for key, value in costs.items()},
+                    "candidate": " ".join(f"{value:g}" for value in np.asarray(candidate, dtype=np.float64)),
+                }
+            )
+            bar.update(1)
+            bar.set_postfix(reward=f"{reward:.4f}", best=f"{best_reward:.4f}")
+    wall = time.perf_counter() - started
+
+    _write_csv(trace, out / "trace.csv")
+    best = [float(value) for value in best_candidate]
+    (out / "best.json").write_text(
+        json.dumps(
+            {
+                "method": method,
+                "env_id": env_id,
+                "env_kwargs": env_kwargs,
+                "seed": seed,
+                "evaluations": evaluations,
+                "episodes_per_evaluation": episodes,
+                "config": config or {},
+                "best_reward": best_reward,
+                "best_evaluation": next(row["evaluation"] for row in trace if row["reward"] == best_reward),
+                "best_candidate": best,
+                "wall_seconds": round(wall, 2),
+                **{f"total_{key}": value for key, value in costs.items()},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    training = {
+        "wall_seconds": round(wall, 3),
+        "meta_batch": episodes,
+        "episodes_seen": evaluations * episodes,
+        "device": str(torch.device(device)),
+        "device_name": device_name(device),
+        "search": {"method": method, "env_kwargs": env_kwargs, "config": config or {}},
+        **({"command": command} if command else {}),
+    }
+    open_loop_checkpoint(env_id, best, out / "checkpoint.pt", training=training, iterations=evaluations, seed=seed)
+    return SearchResult(best, best_reward, trace, out)
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def load_runs(run_dirs: list[str | Path]) -> dict[str, list[dict[str, Any]]]:
+    """The search runs found in ``run_dirs`` (folders holding ``best.json`` and ``trace.csv``, searched
+    recursively), grouped by method: ``{method: [{"best": best.json, "best_reward": array}, ...]}``."""
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run_dir in run_dirs:
+        found = sorted(Path(run_dir).rglob("best.json"))
+        if not found:
+            raise FileNotFoundError(f"no search run (best.json) under {run_dir}")
+        for path in found:
+            best = json.loads(path.read_text())
+            with open(path.parent / "trace.csv", newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            runs[best["method"]].append(
+                {"best": best, "best_reward": np.array([float(row["best_reward"]) for row in rows])}
+            )
+    return dict(runs)
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per method: seeds, evaluations, and the mean and 95% CI over seeds of the best reward found."""
+    from metabench.evaluation import mean_ci95
+
+    rows = []
+    for method, method_runs in runs.items():
+        evaluations = min(len(run["best_reward"]) for run in method_runs)
+        finals = np.array([run["best_reward"][evaluations - 1] for run in method_runs])
+        mean, ci = mean_ci95(finals)
+        rows.append(
+            {
+                "method": method,
+                "seeds": len(method_runs),
+                "evaluations": evaluations,
+                "best_reward_mean": mean,
+                "best_reward_ci95": ci,
+                "wall_seconds_mean": float(np.mean([run["best"]["wall_seconds"] for run in method_runs])),
+            }
+        )
+    return rows
+
+
+def plot_best_so_far(runs: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> Path:
+    """Best-so-far reward against evaluations: mean over seeds and its 95% CI band, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    for method, method_runs in sorted(runs.items()):
+        evaluations = min(len(run["best_reward"]) for run in method_runs)
+        curves = np.stack([run["best_reward"][:evaluations] for run in method_runs])
+        mean = curves.mean(axis=0)
+        half = 1.96 * curves.std(axis=0, ddof=1) / math.sqrt(len(curves)) if len(curves) > 1 else 0 * mean
+        x = np.arange(1, evaluations + 1)
+        axis.plot(x, mean, label=f"{method} ({len(curves)} seeds)")
+        axis.fill_between(x, mean - half, mean + half, alpha=0.2)
+    axis.set_xlabel("evaluations")
+    axis.set_ylabel("best reward so far (mean, 95% CI over seeds)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
