@@ -154,7 +154,8 @@ def test_search_writes_trace_best_and_an_evaluable_checkpoint(tmp_path):
     with open(tmp_path / "evolution" / "trace.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 25 and float(rows[-1]["best_reward"]) == result.best_reward
-    assert [float(row["best_reward"]) for row in rows] == list(np.maximum.accumulate([float(r["reward"]) for r in rows]))
+    rewards = [float(row["reward"]) for row in rows]
+    assert [float(row["best_reward"]) for row in rows] == list(np.maximum.accumulate(rewards))
     assert float(rows[-1]["total_cost_units"]) == 50.0  # the env's cost_* info is accumulated
     best = json.loads((tmp_path / "evolution" / "best.json").read_text())
     assert best["best_candidate"] == result.best_candidate and best["best_reward"] == result.best_reward
