@@ -16,13 +16,17 @@ from metabench import ENV_IDS, data, leaderboard, splits
 
 def _task_description(kwargs: dict) -> str:
     if "n_way" in kwargs:
-        return f"{kwargs['n_way']}-way {kwargs['k_shot']}-shot, {kwargs['n_query']} queries/class"
-    return f"{kwargs['k_shot']}-shot regression, {kwargs['n_query']} queries"
+        task = f"{kwargs['n_way']}-way {kwargs['k_shot']}-shot, {kwargs['n_query']} queries/class"
+    else:
+        task = f"{kwargs['k_shot']}-shot regression, {kwargs['n_query']} queries"
+    extras = ("steps", "tasks_per_step", "mode", "fidelity")
+    return ", ".join([task, *(f"{key}={kwargs[key]}" for key in extras if key in kwargs)])
 
 
 def _protocol_description(kwargs: dict) -> str:
     if "scheme" in kwargs:
-        return f"split={kwargs['scheme']}/{kwargs['split']}, images={kwargs['preprocessing']}"
+        split = f"/{kwargs['split']}" if "split" in kwargs else ""
+        return f"split={kwargs['scheme']}{split}, images={kwargs['preprocessing']}"
     return "A~U[0.1,5], phase~U[0,pi], x~U[-5,5]"
 
 
