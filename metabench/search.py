@@ -251,8 +251,8 @@ def search(
 ) -> SearchResult:
     """Run searcher ``method`` on ``env_id`` for ``evaluations`` candidates, each scored on ``episodes`` episodes.
 
-    Writes into ``out_dir``: ``trace.csv`` (one row per evaluation: reward, best reward so far, real
-    seconds, the candidate, and the sums of any numeric ``info["cost_*"]`` the env reports, e.g. a
+    Writes into ``out_dir``: ``trace.csv`` (one row per evaluation, rewritten after each: reward, best
+    reward so far, real seconds, the candidate, and the sums of any numeric ``info["cost_*"]`` the env reports, e.g. a
     simulated training cost), ``best.json`` and ``checkpoint.pt`` (the best candidate as an
     ``open-loop`` agent). Returns the :class:`SearchResult`.
     """
@@ -297,11 +297,11 @@ def search(
                     "candidate": " ".join(f"{value:g}" for value in np.asarray(candidate, dtype=np.float64)),
                 }
             )
+            _write_csv(trace, out / "trace.csv")  # after every evaluation: an interrupted search keeps its trace
             bar.update(1)
             bar.set_postfix(reward=f"{reward:.4f}", best=f"{best_reward:.4f}")
     wall = time.perf_counter() - started
 
-    _write_csv(trace, out / "trace.csv")
     best = [float(value) for value in best_candidate]
     (out / "best.json").write_text(
         json.dumps(
