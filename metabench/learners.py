@@ -118,22 +118,32 @@ def config_from_dict(learner_class: type[Learner], values: dict[str, Any]) -> An
     return learner_class.Config(**values)
 
 
+def registered(group: str) -> dict[str, str]:
+    """Names and import paths registered in the entry-point ``group``."""
+    return {entry.name: entry.value for entry in entry_points(group=group)}
+
+
+def load_class(group: str, name: str, base: type, what: str) -> type:
+    """The ``base`` subclass registered as ``name`` in entry-point ``group``, or at the path ``"module:Class"``."""
+    names = registered(group)
+    path = names.get(name, name)
+    if ":" not in path:
+        raise ValueError(f"unknown {what} {name!r}; registered: {sorted(names)} (or give 'module:Class')")
+    module_name, class_name = path.split(":", 1)
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import {what} {path!r}: {error}") from error
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise ValueError(f"{path!r} is not a {base.__module__}.{base.__qualname__} subclass")
+    return found
+
+
 def available() -> dict[str, str]:
     """Registered learner names and their import paths."""
-    return {entry.name: entry.value for entry in entry_points(group=ENTRY_POINT_GROUP)}
+    return registered(ENTRY_POINT_GROUP)
 
 
 def load_learner_class(name: str) -> type[Learner]:
     """The learner class registered as ``name``, or at the import path ``"module:Class"``."""
-    registered = available()
-    path = registered.get(name, name)
-    if ":" not in path:
-        raise ValueError(f"unknown learner {name!r}; registered: {sorted(registered)} (or give 'module:Class')")
-    module_name, class_name = path.split(":", 1)
-    try:
-        learner_class = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot import learner {path!r}: {error}") from error
-    if not (isinstance(learner_class, type) and issubclass(learner_class, Learner)):
-        raise ValueError(f"{path!r} is not a metabench.learners.Learner subclass")
-    return learner_class
+    return load_class(ENTRY_POINT_GROUP, name, Learner, "learner")

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import json
 import math
 import time
 from collections import defaultdict
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -40,7 +38,7 @@ from gymnasium import spaces
 from tqdm import tqdm
 
 from metabench.evaluation import device_name, make_env
-from metabench.learners import Learner
+from metabench.learners import Learner, load_class, registered
 
 ENTRY_POINT_GROUP = "metabench.searchers"
 Space = spaces.MultiDiscrete | spaces.Box
@@ -72,23 +70,12 @@ class Searcher:
 
 def available_searchers() -> dict[str, str]:
     """Registered searcher names and their import paths."""
-    return {entry.name: entry.value for entry in entry_points(group=ENTRY_POINT_GROUP)}
+    return registered(ENTRY_POINT_GROUP)
 
 
 def load_searcher(name: str) -> type[Searcher]:
     """The searcher class registered as ``name``, or at the import path ``"module:Class"``."""
-    registered = available_searchers()
-    path = registered.get(name, name)
-    if ":" not in path:
-        raise ValueError(f"unknown search method {name!r}; registered: {sorted(registered)} (or give 'module:Class')")
-    module_name, class_name = path.split(":", 1)
-    try:
-        searcher = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot import search method {path!r}: {error}") from error
-    if not (isinstance(searcher, type) and issubclass(searcher, Searcher)):
-        raise ValueError(f"{path!r} is not a metabench.search.Searcher subclass")
-    return searcher
+    return load_class(ENTRY_POINT_GROUP, name, Searcher, "search method")
 
 
 # --------------------------------------------------------------------------- candidates and playing them
