@@ -165,6 +165,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             out_dir=out / f"seed-{seed}",
             seed=seed,
             episodes=args.episodes,
+            fixed_tasks=args.fixed_tasks,
             env_kwargs=_parse_config(args.env_kwargs, "--env-kwargs"),
             config=_parse_config(args.config),
             device=args.device,
@@ -188,15 +189,13 @@ def _print_summary(rows: list[dict]) -> None:
 
 def cmd_search_plot(args: argparse.Namespace) -> int:
     """Compare search runs: best-so-far reward against evaluations, mean and 95% CI over seeds."""
-    from metabench.search import load_runs, plot_best_so_far, summarize
+    from metabench.search import load_runs, plot_best_so_far, summarize, write_csv
 
     runs = load_runs(args.runs)
     rows = summarize(runs)
     _print_summary(rows)
     if args.csv:
-        Path(args.csv).write_text(
-            "".join(",".join(str(value) for value in row.values()) + "\n" for row in [dict.fromkeys(rows[0]), *rows])
-        )
+        write_csv(rows, args.csv)
     print(f"plot: {plot_best_so_far(runs, args.out, args.title)}")
     return 0
 
@@ -282,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     search_parser.add_argument("--evaluations", type=int, default=50, help="candidates evaluated per seed")
     search_parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one search per seed")
     search_parser.add_argument("--episodes", type=int, default=1, help="episodes per evaluation (mean reward)")
+    search_parser.add_argument(
+        "--fixed-tasks",
+        action="store_true",
+        help="score every candidate on the same episodes (reset seeds SEED..SEED+EPISODES-1) instead of fresh ones",
+    )
     search_parser.add_argument("--device", default="cpu")
     search_parser.add_argument("--out", help="output folder (default: runs/search/METHOD-ENV)")
     search_parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="env arguments")

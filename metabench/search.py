@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import json
 import math
 import time
@@ -230,6 +231,7 @@ def search(
     out_dir: str | Path,
     seed: int = 0,
     episodes: int = 1,
+    fixed_tasks: bool = False,
     env_kwargs: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
@@ -242,6 +244,12 @@ def search(
     reward so far, real seconds, the candidate, and the sums of any numeric ``info["cost_*"]`` the env reports, e.g. a
     simulated training cost), ``best.json`` and ``checkpoint.pt`` (the best candidate as an
     ``open-loop`` agent). Returns the :class:`SearchResult`.
+
+    Tasks: by default the env's first reset is seeded with ``seed`` and later ones continue its task
+    stream, so each candidate meets fresh tasks (an unbiased but noisy score). ``fixed_tasks=True``
+    scores every candidate on the same ``episodes`` episodes (reset seeds ``seed, seed + 1, ...``):
+    differences between candidates are then not blurred by task-to-task variation (common random
+    numbers), at the risk of fitting those tasks; select the winner on other val tasks.
     """
     if evaluations < 1 or episodes < 1:
         raise ValueError(f"evaluations and episodes must be >= 1, got {evaluations} and {episodes}")
@@ -252,7 +260,9 @@ def search(
     if env_kwargs.get("split") == "test":
         raise ValueError("search never runs on the test split: it would select on the tasks it is reported on")
     env = gym.make(env_id, device=device, **env_kwargs)
-    searcher = load_searcher(method)(candidate_space(env), seed, **(config or {}))
+    searcher_class = load_searcher(method)
+    searcher = searcher_class(candidate_space(env), seed, **(config or {}))
+    config = {**_defaults(searcher_class), **(config or {})}  # recorded in full: defaults may change
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -265,7 +275,11 @@ def search(
             start = time.perf_counter()
             rewards = []
             for episode in range(episodes):
-                reward, info = play(env, candidate, seed=seed if evaluation == 1 and episode == 0 else None)
+                if fixed_tasks:
+                    reset_seed = seed + episode
+                else:
+                    reset_seed = seed if evaluation == 1 and episode == 0 else None
+                reward, info = play(env, candidate, seed=reset_seed)
                 rewards.append(reward)
                 for key, value in info.items():
                     if key.startswith("cost_") and isinstance(value, int | float | np.number):
@@ -284,7 +298,7 @@ def search(
                     "candidate": " ".join(f"{value:g}" for value in np.asarray(candidate, dtype=np.float64)),
                 }
             )
-            _write_csv(trace, out / "trace.csv")  # after every evaluation: an interrupted search keeps its trace
+            write_csv(trace, out / "trace.csv")  # after every evaluation: an interrupted search keeps its trace
             bar.update(1)
             bar.set_postfix(reward=f"{reward:.4f}", best=f"{best_reward:.4f}")
     wall = time.perf_counter() - started
@@ -299,7 +313,8 @@ def search(
                 "seed": seed,
                 "evaluations": evaluations,
                 "episodes_per_evaluation": episodes,
-                "config": config or {},
+                "fixed_tasks": fixed_tasks,
+                "config": config,
                 "best_reward": best_reward,
                 "best_evaluation": next(row["evaluation"] for row in trace if row["reward"] == best_reward),
                 "best_candidate": best,
@@ -316,14 +331,21 @@ def search(
         "episodes_seen": evaluations * episodes,
         "device": str(torch.device(device)),
         "device_name": device_name(device),
-        "search": {"method": method, "env_kwargs": env_kwargs, "config": config or {}},
+        "search": {"method": method, "env_kwargs": env_kwargs, "config": config, "fixed_tasks": fixed_tasks},
         **({"command": command} if command else {}),
     }
     open_loop_checkpoint(env_id, best, out / "checkpoint.pt", training=training, iterations=evaluations, seed=seed)
     return SearchResult(best, best_reward, trace, out)
 
 
-def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def _defaults(searcher_class: type[Searcher]) -> dict[str, Any]:
+    """The keyword defaults of a searcher's ``__init__`` (its hyperparameters)."""
+    parameters = inspect.signature(searcher_class.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Write dict rows as CSV (columns: every key, in order of first appearance)."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

@@ -13,6 +13,7 @@ from gymnasium.envs.registration import register, registry
 
 from baselines.search import CMAES, RandomSearch, RegularizedEvolution, Reinforce
 from metabench import evaluation
+from metabench.cli import main
 from metabench.evaluation import evaluate
 from metabench.search import (
     OpenLoop,
@@ -173,6 +174,12 @@ def test_search_writes_trace_best_and_an_evaluable_checkpoint(tmp_path):
     rows = {row["method"]: row for row in summarize(runs)}
     assert rows["evolution"]["evaluations"] == 25 and rows["random"]["seeds"] == 1
     assert plot_best_so_far(runs, tmp_path / "plot.png").stat().st_size > 1000
+    assert best["config"] == {"population": 20, "sample": 5, "sigma": 0.2}  # defaults recorded in full
+
+    assert main(["search-plot", str(tmp_path), "--out", str(tmp_path / "p.png"), "--csv", str(tmp_path / "s.csv")]) == 0
+    with open(tmp_path / "s.csv", newline="") as handle:
+        table = {row["method"]: row for row in csv.DictReader(handle)}
+    assert float(table["evolution"]["best_reward_mean"]) == result.best_reward
 
 
 def test_search_seeds_the_task_stream_and_never_uses_test(tmp_path):
@@ -183,6 +190,16 @@ def test_search_seeds_the_task_stream_and_never_uses_test(tmp_path):
     c = search("random", env_id, evaluations=5, out_dir=tmp_path / "c", seed=5, env_kwargs=kwargs, progress=False)
     assert [row["reward"] for row in a.trace] == [row["reward"] for row in b.trace]
     assert [row["reward"] for row in a.trace] != [row["reward"] for row in c.trace]
+    fixed = search(
+        "random", env_id, evaluations=6, out_dir=tmp_path / "f", seed=2, episodes=2, fixed_tasks=True,
+        env_kwargs=kwargs, config={}, progress=False,
+    )
+
+    def noise(trace):  # the reward's seeded offset: reward + distance to the target
+        return [row["reward"] + np.abs(np.array(row["candidate"].split(), float) - TARGET).sum() for row in trace]
+
+    assert np.allclose(noise(fixed.trace), noise(fixed.trace)[0])  # every candidate met the same two episodes
+    assert not np.allclose(noise(a.trace), noise(a.trace)[0])  # by default each evaluation meets fresh ones
     with pytest.raises(ValueError, match="test split"):
         search("random", env_id, evaluations=1, out_dir=tmp_path / "t", env_kwargs={"split": "test"}, progress=False)
 
