@@ -52,6 +52,11 @@ Split: ``split="val"`` by default, for the search; report the found policy on ``
 reward never uses the test classes unless asked. The body is pretrained on the ``train`` split of
 the ``vinyals`` scheme.
 
+Test protocol: :data:`TEST_EPISODES` = 32 episodes (``test_episodes``; ``horizon`` = 1 step each), so
+with the default 32 tasks per step a policy is scored on 1024 test tasks (``metabench evaluate
+--agent open-loop``: episode ``i`` is ``reset(seed=2026 + i)``); ``tasks`` is the
+:class:`~metabench.episodes.Episodes` of the last reset, which the harness hashes into the protocol.
+
 Pretrained body: by default :func:`pretrained_body` trains it once with metabench's own training code
 (``metabench.training.train("pretrain", "MetaOmniglot-5w1s-v0", ..., iterations=1500)``, the body
 that the ``pretrain`` baseline's defaults were tuned with; 16 s on an H100, minutes on a CPU) and caches it under
@@ -97,6 +102,7 @@ FINETUNE_LR = 0.03
 PRETRAIN_ENV_ID = "MetaOmniglot-5w1s-v0"
 PRETRAIN_ITERATIONS = 1500
 EMBED_CHUNK = 1024
+TEST_EPISODES = 32
 
 
 def pretrained_body(
@@ -164,6 +170,8 @@ class MetaAugmentEnv(gym.Env):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
     action_description = "augmentation policy"
+    horizon = 1  # steps per episode
+    test_episodes = TEST_EPISODES  # episodes of the frozen test protocol (x tasks_per_step tasks)
 
     def __init__(
         self,
@@ -217,7 +225,13 @@ class MetaAugmentEnv(gym.Env):
         }
         self._generator: torch.Generator | None = None
         self._episodes: Episodes | None = None
+        self._tasks: Episodes | None = None
         self._augment_seed = 0
+
+    @property
+    def tasks(self) -> Episodes | None:
+        """The tasks drawn by the last ``reset`` (scored by the step after it); None before the first reset."""
+        return self._tasks
 
     # --- the gym interface ------------------------------------------------------------------
 
@@ -227,7 +241,7 @@ class MetaAugmentEnv(gym.Env):
         """Draw the step's ``tasks_per_step`` tasks and the seed of its augmentations."""
         super().reset(seed=seed)
         self._generator = task_generator(seed, self.np_random, self._generator)
-        self._episodes = self.sampler.sample(self.tasks_per_step, self._generator)
+        self._episodes = self._tasks = self.sampler.sample(self.tasks_per_step, self._generator)
         self._augment_seed = int(torch.randint(2**63 - 1, (1,), generator=self._generator))
         return self._observation(), {}
 
