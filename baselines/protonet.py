@@ -1,7 +1,8 @@
 """Prototypical Networks.
 
 J. Snell, K. Swersky, R. Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017.
-The meta-learned phi is an embedding (Conv-4 with max-pooling, 64-dimensional output); a task's
+The meta-learned phi is an embedding (Conv-4 with max-pooling, 64-dimensional output, or any
+architecture of ``metabench.nas`` given as ``architecture``, e.g. one found by MetaNAS); a task's
 classifier is the nearest class prototype (mean support embedding) in squared Euclidean distance.
 Trained on higher-way episodes than tested (60-way, 5 queries per class, as in the paper), Adam
 1e-3 halved every 2000 episodes. Batch norm keeps running statistics, so query predictions do not
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from metabench import models
+from metabench import models, nas
 from metabench.episodes import Episodes
 from metabench.learners import Learner
 
@@ -34,16 +35,19 @@ class ProtoNet(Learner):
         train_query: int = 5
         lr: float = 1e-3
         lr_halve_every: int = 2000
-        width: int = 64
+        width: int = 64  # filters of the default Conv-4
+        architecture: str | None = None  # a metabench.nas architecture string; None: the Conv-4 of `width`
 
     def __init__(self, config: Config, task: dict[str, Any], device: str | torch.device = "cpu", seed: int = 0):
         super().__init__(config, task, device, seed)
         if task["dataset"] != "omniglot":
             raise ValueError("Prototypical Networks classify; they need a classification env such as MetaOmniglot")
-        generator = torch.Generator().manual_seed(seed)
-        params = models.conv4_init(None, generator, width=config.width)
+        if config.architecture is not None and config.width != ProtoNet.Config.width:
+            raise ValueError("width sets the default Conv-4 only; an architecture gives its own widths")
+        self.architecture = nas.conv4(config.width) if config.architecture is None else nas.parse(config.architecture)
+        params = nas.init(self.architecture, torch.Generator().manual_seed(seed))  # Conv-4: models.conv4_init's
         self.params = {name: value.to(self.device).requires_grad_() for name, value in params.items()}
-        self.running = {name: value.to(self.device) for name, value in models.conv4_running_stats(config.width).items()}
+        self.running = {name: value.to(self.device) for name, value in nas.running_stats(self.architecture).items()}
         self.optimizer = torch.optim.Adam(self.params.values(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_halve_every, gamma=0.5)
 
@@ -51,10 +55,11 @@ class ProtoNet(Learner):
         return {"n_way": self.config.train_way, "n_query": self.config.train_query}
 
     def embed(self, images: torch.Tensor, training: bool) -> torch.Tensor:
-        """Embeddings ``(T, n, 64)`` of images ``(T, n, 1, 28, 28)``, one shared network for all tasks."""
+        """Embeddings ``(T, n, D)`` of images ``(T, n, 1, 28, 28)``, one shared network for all tasks."""
         tasks, n = images.shape[:2]
         flat = images.reshape(1, tasks * n, *images.shape[2:])
-        return models.conv4(models.expand(self.params, 1), flat, "maxpool", self.running, training).view(tasks, n, -1)
+        params = models.expand(self.params, 1)
+        return nas.forward(self.architecture, params, flat, self.running, training).view(tasks, n, -1)
 
     def logits(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, n_way: int) -> torch.Tensor:
         """Minus squared distances of query embeddings to class prototypes: ``(T, n_query, n_way)``."""

@@ -129,6 +129,8 @@ def evaluate(
     device = torch.device(device) if device is not None else learner.device
     env = make_env(env_id, split=split, device=device)
     n_episodes = protocol_episodes(env) if n_episodes is None else n_episodes
+    if n_episodes < 1:
+        raise ValueError(f"{env_id} has no test protocol ({type(env).__name__}.test_episodes = 0); see its docs")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     digest = hashlib.sha256()

@@ -43,7 +43,7 @@ def test_every_documented_id_makes_an_env(env_id):
 
 def test_ids_are_versioned_and_listed():
     assert all(env_id.endswith("-v0") for env_id in metabench.ENV_IDS)
-    assert len(metabench.ENV_IDS) == 10
+    assert len(metabench.ENV_IDS) == 12
     with pytest.raises(gym.error.NameNotFound):
         gym.make("MetaOmniglott-5w1s")
     with pytest.raises(gym.error.VersionNotFound):

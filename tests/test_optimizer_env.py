@@ -232,3 +232,41 @@ def test_a_given_initialisation_is_used_and_checked():
         sinusoid_env(init={**start, "fc0.weight": torch.zeros(41, 1)})
     with pytest.raises(ValueError, match="NaN"):
         sinusoid_env(init={**start, "fc0.bias": torch.full((40,), float("nan"))})
+
+
+def test_harness_attributes_explicit_tasks_and_the_off_env_unroll_match_the_gym_path():
+    env = sinusoid_env(steps=4)
+    assert env.horizon == env.steps == 4 and env.tasks is None
+    actions = random_actions(env, 6)
+    observations, rewards, infos = run(env, 9, actions)
+    assert len(env.tasks) == 1
+
+    # the same task drawn from the sampler, given explicitly, on a fresh env that was never reset
+    task = env.sampler.sample(1, torch.Generator().manual_seed(9))
+    fresh = sinusoid_env(steps=4)
+    functions = fresh.task_functions(task)
+    params, previous = fresh.initial_params(), np.zeros(3, np.float32)
+    for t, action in enumerate(actions):
+        np.testing.assert_array_equal(fresh.observe(params, t, previous, task), observations[t])
+        params = adapt(params, functions.support_loss, 1, fresh.learning_rates(action))
+        previous = action
+        assert not fresh.diverged(params, task)
+    np.testing.assert_array_equal(fresh.observe(params, 4, previous, task), observations[-1])
+    score = fresh.score(params, episodes=task)
+    assert score["query_loss"] == pytest.approx(-rewards[-1], rel=1e-6) and score["diverged"] is False
+    np.testing.assert_allclose(score["query_losses"], infos[-1]["query_losses"], rtol=1e-5)
+
+    with pytest.raises(ValueError, match="exactly one task"):
+        fresh.task_functions(env.sampler.sample(2, torch.Generator().manual_seed(0)))
+    with pytest.raises(gym.error.ResetNeeded):
+        fresh.task_functions()
+    with pytest.raises(ValueError, match="t must be"):
+        fresh.observe(params, 5, previous, task)
+
+
+def test_a_diverged_omniglot_episode_reports_zero_accuracy():
+    env = gym.make("MetaOptimizer-Omniglot-5w1s-v0", steps=3).unwrapped
+    _, rewards, infos = run(env, 0, [np.full(5, LOG10_LR_BOUNDS[1], np.float32)] * 3)
+    assert infos[-1]["diverged"] is True and infos[-1]["accuracy"] == 0.0
+    assert rewards[-1] == -env.divergence_penalty == pytest.approx(-10 * math.log(5))
+    assert env.diverged({name: value * float("nan") for name, value in env.initial_params().items()})

@@ -10,6 +10,7 @@ from gymnasium.envs.registration import register, registry
 
 from metabench import data
 from metabench.envs.augment import DEFAULT_TEMPERATURE, MetaAugmentEnv
+from metabench.envs.nas import DEFAULT_FIDELITY, DEFAULT_VAL_EPISODES, MetaNASEnv
 from metabench.envs.omniglot import MetaOmniglotEnv, MetaOmniglotVectorEnv
 from metabench.envs.optimizer import MetaOptimizerEnv
 from metabench.envs.sinusoid import MetaSinusoidEnv, MetaSinusoidVectorEnv
@@ -17,6 +18,7 @@ from metabench.envs.sinusoid import MetaSinusoidEnv, MetaSinusoidVectorEnv
 __all__ = [
     "ENV_IDS",
     "MetaAugmentEnv",
+    "MetaNASEnv",
     "MetaOmniglotEnv",
     "MetaOmniglotVectorEnv",
     "MetaOptimizerEnv",
@@ -115,6 +117,25 @@ for n_way in (5, 20):
             "tasks_per_step": 32,
             "learner": "finetune",
             "temperature": DEFAULT_TEMPERATURE,
+            "preprocessing": data.PREPROCESSING,
+            "manifest_sha256": OMNIGLOT_V0_MANIFESTS,
+        },
+    )
+# MetaNAS: the agent designs ProtoNets' embedding network (4 cells x 3 decisions); trained on train, scored on val
+for n_way in (5, 20):
+    _register(
+        f"MetaNAS-Omniglot-{n_way}w1s-v0",
+        "metabench.envs.nas:MetaNASEnv",
+        None,
+        {
+            "n_way": n_way,
+            "k_shot": 1,
+            "n_query": 15,
+            "mode": "sequential",
+            "fidelity": DEFAULT_FIDELITY,
+            "train_seed": 0,
+            "val_episodes": DEFAULT_VAL_EPISODES,
+            "scheme": "vinyals",
             "preprocessing": data.PREPROCESSING,
             "manifest_sha256": OMNIGLOT_V0_MANIFESTS,
         },

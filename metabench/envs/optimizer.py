@@ -29,9 +29,10 @@ or squared error, as MetaOmniglot / MetaSinusoid score it), ``reward_mode="final
 first T - 1 steps and ``-L_T`` at the last; ``"delta"`` gives ``L_{t-1} - L_t`` each step, whose sum
 telescopes to ``L_0 - L_T``: the final reward plus the constant ``L_0`` of the task (the query loss
 of the initialisation). The episode terminates after T updates; the last ``info`` then holds
-``query_loss`` (``L_T``), ``diverged``, the base env's scores (``accuracy``, ``query_losses``,
-``query_labels`` / ``query_targets``) and, in delta mode, ``initial_query_loss`` (``L_0``).
-Intermediate ``info`` is empty.
+``query_loss`` (``L_T``), ``diverged``, ``updates``, the base env's scores (``accuracy``,
+``query_losses``, ``query_labels`` / ``query_targets``) and, in delta mode, ``initial_query_loss``
+(``L_0``). For Omniglot it always holds ``accuracy``: 0.0 when the learner diverged (or its
+predictions are not finite), like the loss the worst possible score. Intermediate ``info`` is empty.
 
 Divergence: when after an update a parameter or gradient is not finite, or the support loss is
 not finite or exceeds ``divergence_penalty``, the episode terminates with ``L_T =
@@ -40,11 +41,18 @@ penalty: 10 times the loss of a trivial predictor, ``10 ln(n_way)`` (uniform log
 and ``10 * 12.5 = 125`` (predicting 0 on an amplitude-5 sinusoid, mean ``A^2 / 2``) for the
 sinusoid. The clipping of ``L_t`` makes it the worst possible outcome, so diverging never pays.
 
-Differentiable task: :meth:`MetaOptimizerEnv.task_functions` returns the current episode's
-``support_loss(params)`` and ``query_loss(params)`` as differentiable torch functions (no clipping),
-and :meth:`MetaOptimizerEnv.initial_params` the initialisation, so an optimizer can be meta-trained
-by back-propagating through unrolled inner loops (``inner_loop.adapt``). They see the query set:
-use them for meta-training on training tasks, not to act in an episode.
+Differentiable task: :meth:`MetaOptimizerEnv.task_functions` returns the current episode's (or a
+given single task's) ``support_loss(params)`` and ``query_loss(params)`` as differentiable torch
+functions (no clipping), and :meth:`MetaOptimizerEnv.initial_params` the initialisation, so an
+optimizer can be meta-trained by back-propagating through unrolled inner loops
+(``inner_loop.adapt``) on tasks drawn from ``env.sampler``, without stepping the env. They see the
+query set: use them for meta-training on training tasks, not to act in an episode. For such
+off-env unrolls the env also gives what the gym path computes: :meth:`MetaOptimizerEnv.observe`
+(the observation of given parameters), :meth:`MetaOptimizerEnv.diverged` (the divergence rule) and
+:meth:`MetaOptimizerEnv.score` (the final ``info``, hence the reward ``-score(...)["query_loss"]``).
+
+Harness attributes: ``horizon`` (= ``steps``, the number of actions per episode) and ``tasks`` (the
+current episode's :class:`~metabench.episodes.Episodes`, ``None`` before the first reset).
 """
 
 from __future__ import annotations
@@ -138,6 +146,7 @@ class MetaOptimizerEnv(gym.Env):
         if int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         self.task, self.steps, self.reward_mode, self.downsample = task, int(steps), reward_mode, downsample
+        self.horizon = self.steps  # actions per episode, as the search harness calls it
         generator = torch.Generator().manual_seed(init_seed)
         if task == "omniglot":
             self.task_env: MetaOmniglotEnv | MetaSinusoidEnv = MetaOmniglotEnv(
@@ -183,7 +192,7 @@ class MetaOptimizerEnv(gym.Env):
             "init": "given" if init is not None else f"seed {init_seed}",
             "steps": self.steps,
             "reward_mode": reward_mode,
-            "log10_lr_bounds": LOG10_LR_BOUNDS,
+            "log10_lr_bounds": list(LOG10_LR_BOUNDS),  # a list, as it reads back from JSON
             "divergence_penalty": self.divergence_penalty,
         }
 
@@ -203,11 +212,15 @@ class MetaOptimizerEnv(gym.Env):
         rates = torch.pow(10.0, torch.as_tensor(log10_lrs, dtype=torch.float32, device=self.device))
         return {name: rates[i] for i, names in enumerate(self.layers.values()) for name in names}
 
-    def task_functions(self) -> TaskFunctions:
-        """The current episode's support and query losses as differentiable functions (see :class:`TaskFunctions`)."""
-        if self._episode is None:
-            raise gym.error.ResetNeeded("task_functions() needs a task: call reset() first")
-        episode, task = self._episode, self.task_env.protocol
+    @property
+    def tasks(self) -> Episodes | None:
+        """The current episode's task (a batch of one), ``None`` before the first reset."""
+        return self._episode
+
+    def task_functions(self, episodes: Episodes | None = None) -> TaskFunctions:
+        """Support and query losses of ``episodes`` (one task, e.g. ``sampler.sample(1, generator)``; default:
+        the current episode's) as differentiable functions (see :class:`TaskFunctions`)."""
+        episode, task = self._task(episodes), self.task_env.protocol
 
         def support_loss(params: models.Params) -> torch.Tensor:
             return task_losses(task, self._predict(params, episode.support_inputs), episode.support_targets)[0]
@@ -216,6 +229,58 @@ class MetaOptimizerEnv(gym.Env):
             return task_losses(task, self._predict(params, episode.query_inputs), episode.query_targets)[0]
 
         return TaskFunctions(support_loss, query_loss)
+
+    def observe(
+        self, params: models.Params, t: int, previous_log10_lrs: Any, episodes: Episodes | None = None
+    ) -> np.ndarray:
+        """The observation the env gives for a learner at ``params`` after ``t`` updates, the last with
+        ``previous_log10_lrs`` (zeros before the first), on ``episodes`` (default: the current task)."""
+        if not 0 <= t <= self.steps:
+            raise ValueError(f"t must be in [0, {self.steps}], got {t}")
+        previous = torch.as_tensor(previous_log10_lrs, dtype=torch.float32, device=self.device).detach()
+        if previous.shape != (len(self.layers),):
+            raise ValueError(f"previous_log10_lrs must have shape ({len(self.layers)},), got {tuple(previous.shape)}")
+        params = {name: value.detach().requires_grad_() for name, value in params.items()}
+        loss, grads = self._support_loss_and_grads(params, self.task_functions(episodes))
+        return self._observation_of(params, loss, grads, t, previous)
+
+    def diverged(self, params: models.Params, episodes: Episodes | None = None) -> bool:
+        """The env's divergence rule for a learner at ``params`` on ``episodes`` (default: the current task)."""
+        params = {name: value.detach().requires_grad_() for name, value in params.items()}
+        loss, grads = self._support_loss_and_grads(params, self.task_functions(episodes))
+        return self._is_diverged(params, loss, grads)
+
+    def score(
+        self, params: models.Params, *, diverged: bool = False, episodes: Episodes | None = None
+    ) -> dict[str, Any]:
+        """The final ``info`` of an episode ending at ``params`` (``diverged``: it ended by divergence).
+
+        ``query_loss`` is ``L_T``: the query loss clipped to the penalty, the penalty if diverged.
+        """
+        episode = self._task(episodes)
+        info: dict[str, Any] = {"query_loss": self.divergence_penalty, "diverged": diverged}
+        if not diverged:
+            with torch.no_grad():  # one forward pass of the query set gives the loss and the scores
+                predictions = self._predict(params, episode.query_inputs)
+                loss = float(task_losses(self.task_env.protocol, predictions, episode.query_targets)[0])
+            if math.isfinite(loss):
+                info["query_loss"] = min(loss, self.divergence_penalty)
+            if bool(torch.isfinite(predictions).all()):
+                scores = self.task_env.evaluate(predictions, episode)[1]
+                info.update({key: value[0] for key, value in scores.items()})
+        if self.task == "omniglot":
+            info.setdefault("accuracy", 0.0)  # diverged or non-finite predictions: the worst score
+        return info
+
+    def _task(self, episodes: Episodes | None) -> Episodes:
+        """``episodes`` checked to be one task, or the current episode's."""
+        if episodes is None:
+            if self._episode is None:
+                raise gym.error.ResetNeeded("no current task: call reset() first or pass episodes")
+            return self._episode
+        if not isinstance(episodes, Episodes) or len(episodes) != 1:
+            raise ValueError("episodes must be an Episodes batch of exactly one task, e.g. episodes[i]")
+        return episodes
 
     def _predict(self, params: models.Params, inputs: torch.Tensor) -> torch.Tensor:
         """The learner's outputs ``(1, n, out)`` for one task's inputs ``(1, n, ...)``."""
@@ -240,9 +305,9 @@ class MetaOptimizerEnv(gym.Env):
         self._params = self.initial_params()
         self._t = 0
         self._previous_action = torch.zeros(len(self.layers), device=self.device)
-        self._support_loss, self._grads = self._support_loss_and_grads(self._params)
+        self._support_loss, self._grads = self._support_loss_and_grads(self._params, self._functions)
         self._query_loss = self._initial_query_loss = (
-            self._clipped_query_loss(self._params) if self.reward_mode == "delta" else math.nan
+            self._clipped_query_loss(self._params, self._functions) if self.reward_mode == "delta" else math.nan
         )
         self._active = True
         return self._observation(), {}
@@ -258,43 +323,60 @@ class MetaOptimizerEnv(gym.Env):
         self._params = {name: value.detach().requires_grad_() for name, value in params.items()}
         self._t += 1
         self._previous_action = action
-        self._support_loss, self._grads = self._support_loss_and_grads(self._params)
+        self._support_loss, self._grads = self._support_loss_and_grads(self._params, self._functions)
 
-        finite = all(bool(torch.isfinite(t).all()) for t in (*self._params.values(), *self._grads))
-        diverged = not (finite and math.isfinite(self._support_loss) and self._support_loss <= self.divergence_penalty)
+        diverged = self._is_diverged(self._params, self._support_loss, self._grads)
         terminated = diverged or self._t == self.steps
         previous_loss = self._query_loss
-        if diverged:
-            self._query_loss = self.divergence_penalty
-        elif terminated or self.reward_mode == "delta":
-            self._query_loss = self._clipped_query_loss(self._params)
+        info: dict[str, Any] = {}
+        if terminated:
+            info = {**self.score(self._params, diverged=diverged), "updates": self._t}
+            self._query_loss = info["query_loss"]
+            if self.reward_mode == "delta":
+                info["initial_query_loss"] = self._initial_query_loss
+        elif self.reward_mode == "delta":
+            self._query_loss = self._clipped_query_loss(self._params, self._functions)
 
         if self.reward_mode == "delta":
             reward = previous_loss - self._query_loss
         else:
             reward = -self._query_loss if terminated else 0.0
-        info: dict[str, Any] = {}
-        if terminated:
-            self._active = False
-            info = self._final_info(diverged)
+        self._active = not terminated
         return self._observation(), float(reward), terminated, False, info
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _support_loss_and_grads(self, params: models.Params) -> tuple[float, tuple[torch.Tensor, ...]]:
+    @staticmethod
+    def _support_loss_and_grads(
+        params: models.Params, functions: TaskFunctions
+    ) -> tuple[float, tuple[torch.Tensor, ...]]:
         with torch.enable_grad():
-            loss = self._functions.support_loss(params)
+            loss = functions.support_loss(params)
             grads = torch.autograd.grad(loss, list(params.values()))
         return float(loss.detach()), grads
 
-    def _clipped_query_loss(self, params: models.Params) -> float:
+    def _is_diverged(self, params: models.Params, support_loss: float, grads: tuple[torch.Tensor, ...]) -> bool:
+        finite = all(bool(torch.isfinite(t).all()) for t in (*params.values(), *grads))
+        return not (finite and math.isfinite(support_loss) and support_loss <= self.divergence_penalty)
+
+    def _clipped_query_loss(self, params: models.Params, functions: TaskFunctions) -> float:
         """``min(query loss, divergence_penalty)``, the penalty also for a non-finite loss."""
         with torch.no_grad():
-            loss = float(self._functions.query_loss(params))
+            loss = float(functions.query_loss(params))
         return min(loss, self.divergence_penalty) if math.isfinite(loss) else self.divergence_penalty
 
     def _observation(self) -> np.ndarray:
-        grads = dict(zip(self._params, self._grads, strict=True))
+        return self._observation_of(self._params, self._support_loss, self._grads, self._t, self._previous_action)
+
+    def _observation_of(
+        self,
+        params: models.Params,
+        support_loss: float,
+        grads: tuple[torch.Tensor, ...],
+        t: int,
+        previous_action: torch.Tensor,
+    ) -> np.ndarray:
+        grads = dict(zip(params, grads, strict=True))
 
         def log10_norms(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
             norms = [
@@ -305,28 +387,16 @@ class MetaOptimizerEnv(gym.Env):
 
         values = torch.cat(
             [
-                torch.tensor([self._support_loss], dtype=torch.float64),
+                torch.tensor([support_loss], dtype=torch.float64),
                 log10_norms(grads).cpu(),
-                log10_norms(self._params).detach().cpu(),
-                torch.tensor([self._t / self.steps], dtype=torch.float64),
-                self._previous_action.double().cpu(),
+                log10_norms(params).detach().cpu(),
+                torch.tensor([t / self.steps], dtype=torch.float64),
+                previous_action.double().cpu(),
             ]
         )
         space = self.observation_space
         observation = np.nan_to_num(values.numpy(), nan=np.inf)  # NaN: as bad as can be, then clipped
         return np.clip(observation, space.low.astype(np.float64), space.high.astype(np.float64)).astype(np.float32)
-
-    def _final_info(self, diverged: bool) -> dict[str, Any]:
-        info: dict[str, Any] = {"query_loss": self._query_loss, "diverged": diverged, "updates": self._t}
-        if self.reward_mode == "delta":
-            info["initial_query_loss"] = self._initial_query_loss
-        if not diverged:
-            with torch.no_grad():
-                predictions = self._predict(self._params, self._episode.query_inputs)
-            if bool(torch.isfinite(predictions).all()):
-                scores = self.task_env.evaluate(predictions, self._episode)[1]
-                info.update({key: value[0] for key, value in scores.items()})
-        return info
 
 
 def _checked_init(init: Mapping[str, Any] | None, fresh: models.Params, device: torch.device) -> models.Params:

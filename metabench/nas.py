@@ -1,0 +1,295 @@
+"""The architecture search space of MetaNAS: a chain of cells, and the functional network it describes.
+
+An architecture is a chain of :data:`CELLS` = 4 cells on a 28x28 single-channel image, followed by a
+global average pool; the embedding is the pooled output of the last cell. Each cell makes three
+decisions, each from :data:`CHOICES` = 4 options, so an architecture is a vector of 12 integers in
+``[0, 4)`` laid out cell by cell, ``[op_0, width_0, downsampling_0, op_1, ...]``:
+
+* operation (:data:`OPS`): ``conv3x3``; ``sepconv3x3`` (depthwise-separable: a depthwise 3x3 then a
+  pointwise 1x1 convolution); ``dilconv3x3`` (3x3 with dilation 2: a 5x5 receptive field for the cost
+  of a 3x3); ``skip`` (the identity, or a 1x1 convolution when the width differs from the cell's
+  input channels, the projection shortcut of ResNets). Every convolution is followed by batch norm and
+  ReLU, as in Conv-4; a skip that is the identity has neither and no parameters.
+* width (:data:`WIDTHS`): 16, 32, 48 or 64 output channels.
+* down-sampling (:data:`DOWNSAMPLINGS`): ``maxpool`` or ``avgpool`` (2x2 after the ReLU), ``stride``
+  (the cell's convolution, or the identity, with stride 2), ``none``.
+
+Limits: with four cells a 28-pixel image is halved at most four times (28, 14, 7, 3, 1 with pools;
+stride rounds up), so every vector gives a valid network, and the first cell always has parameters
+(its input has 1 channel, every width is larger), so there is always something to train. The space
+has ``4**12`` = 16,777,216 architectures, all distinct networks (a skip's width is meaningful: it
+decides whether the cell projects). Conv-4 (Vinyals et al. 2016; Snell et al. 2017) is the point
+:data:`CONV4` = 4 x (conv3x3, 64, maxpool): its last feature map is 1x1, so the global average pool
+is the identity and :func:`forward` computes exactly :func:`metabench.models.conv4`'s embedding, from
+the same parameter names and the same initialisation.
+
+Networks are written functionally in the style of :mod:`metabench.models`: parameters are a dict of
+tensors with a leading task dimension ``T``, inputs ``(T, n, C, H, W)``, and each task's examples go
+through its own parameters (grouped convolutions). Architectures outside the search space (other
+widths, other cell counts) can be built as well, e.g. for ``baselines/protonet.py``; :func:`check`
+refuses the ones whose feature maps would vanish.
+
+An architecture is written as a string of cells ``op-width-downsampling`` joined by commas (see
+:func:`to_string`, :func:`parse`), e.g. Conv-4 is
+``conv3x3-64-maxpool,conv3x3-64-maxpool,conv3x3-64-maxpool,conv3x3-64-maxpool``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metabench.models import Params, _kaiming_uniform
+
+OPS = ("conv3x3", "sepconv3x3", "dilconv3x3", "skip")
+WIDTHS = (16, 32, 48, 64)
+DOWNSAMPLINGS = ("maxpool", "avgpool", "stride", "none")
+CELLS = 4
+CHOICES = 4  # options of every decision
+DECISION_KINDS = ("op", "width", "downsampling")
+DECISION_NAMES = tuple(f"cell{cell}.{kind}" for cell in range(CELLS) for kind in DECISION_KINDS)
+N_DECISIONS = len(DECISION_NAMES)
+SPACE_SIZE = CHOICES**N_DECISIONS
+IMAGE_SIZE = 28
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: an operation from :data:`OPS`, its output channels and its down-sampling."""
+
+    op: str
+    width: int
+    downsampling: str
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"unknown operation {self.op!r}; choose from {OPS}")
+        if isinstance(self.width, bool) or not isinstance(self.width, int | np.integer) or self.width < 1:
+            raise ValueError(f"a cell's width must be a positive integer, got {self.width!r}")
+        if self.downsampling not in DOWNSAMPLINGS:
+            raise ValueError(f"unknown down-sampling {self.downsampling!r}; choose from {DOWNSAMPLINGS}")
+
+
+Architecture = tuple[Cell, ...]
+
+CONV4: Architecture = (Cell("conv3x3", 64, "maxpool"),) * CELLS
+
+
+def conv4(width: int = 64) -> Architecture:
+    """The Conv-4 of ``width`` filters (max-pool) as an architecture (a point of the space for widths in WIDTHS)."""
+    return (Cell("conv3x3", width, "maxpool"),) * CELLS
+
+
+# --- the search space: decision vectors <-> architectures ---------------------------------------
+
+
+def check_decision(index: int, value: Any) -> int:
+    """Check one decision (``index`` in ``[0, N_DECISIONS)``) and return it as an int; ValueError if invalid."""
+    name = DECISION_NAMES[index]
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf" or array.size != 1 or array.ndim > 1:
+        raise ValueError(f"decision {name} must be one integer in [0, {CHOICES}), got {value!r}")
+    number = array.reshape(()).item()
+    if not np.isfinite(number) or number != int(number) or not 0 <= number < CHOICES:
+        raise ValueError(f"decision {name} must be an integer in [0, {CHOICES}), got {number!r}")
+    return int(number)
+
+
+def decode(decisions: Any) -> Architecture:
+    """The architecture of a decision vector of length :data:`N_DECISIONS`; ValueError naming what is wrong."""
+    array = np.asarray(decisions)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"an architecture is {N_DECISIONS} integers in [0, {CHOICES}), got dtype {array.dtype}")
+    if array.shape != (N_DECISIONS,):
+        raise ValueError(
+            f"an architecture is {N_DECISIONS} integers in [0, {CHOICES}) ({', '.join(DECISION_NAMES)}), "
+            f"got shape {array.shape}"
+        )
+    values = [check_decision(index, value) for index, value in enumerate(array)]
+    return tuple(
+        Cell(OPS[op], WIDTHS[width], DOWNSAMPLINGS[down])
+        for op, width, down in zip(values[0::3], values[1::3], values[2::3], strict=True)
+    )
+
+
+def encode(architecture: Architecture) -> np.ndarray:
+    """The decision vector of an architecture of the search space (inverse of :func:`decode`)."""
+    if len(architecture) != CELLS:
+        raise ValueError(f"the search space has {CELLS} cells, got {len(architecture)}")
+    vector = []
+    for cell in architecture:
+        if cell.width not in WIDTHS:
+            raise ValueError(f"width {cell.width} is not in the search space's widths {WIDTHS}")
+        vector += [OPS.index(cell.op), WIDTHS.index(cell.width), DOWNSAMPLINGS.index(cell.downsampling)]
+    return np.array(vector, dtype=np.int64)
+
+
+def to_string(architecture: Architecture) -> str:
+    """``"op-width-downsampling,..."``, e.g. ``"conv3x3-64-maxpool,skip-32-none,..."``."""
+    return ",".join(f"{cell.op}-{cell.width}-{cell.downsampling}" for cell in architecture)
+
+
+def parse(text: str) -> Architecture:
+    """The architecture written by :func:`to_string`; checked with :func:`check`."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"an architecture is a string of cells 'op-width-downsampling' joined by ',', got {text!r}")
+    cells = []
+    for part in text.split(","):
+        fields = part.strip().split("-")
+        if len(fields) != 3 or not fields[1].isdigit():
+            raise ValueError(f"a cell is written 'op-width-downsampling' (e.g. 'conv3x3-64-maxpool'), got {part!r}")
+        cells.append(Cell(fields[0], int(fields[1]), fields[2]))
+    architecture = tuple(cells)
+    check(architecture)
+    return architecture
+
+
+# --- shapes, parameters, FLOPs -----------------------------------------------------------------
+
+
+def _layers(cell: Cell, channels: int) -> list[tuple[str, int, int, int, int, int]]:
+    """The convolutions of a cell as (name suffix, in, out, kernel, dilation, groups); empty for an identity."""
+    if cell.op == "skip":
+        return [] if cell.width == channels else [("weight", channels, cell.width, 1, 1, 1)]
+    if cell.op == "sepconv3x3":
+        return [("depthwise", channels, channels, 3, 1, channels), ("weight", channels, cell.width, 1, 1, 1)]
+    return [("weight", channels, cell.width, 3, 2 if cell.op == "dilconv3x3" else 1, 1)]
+
+
+def shapes(architecture: Architecture, image_size: int = IMAGE_SIZE, in_channels: int = 1) -> list[tuple[int, int]]:
+    """(channels, side) of each cell's output for square inputs."""
+    out, channels, size = [], in_channels, image_size
+    for cell in architecture:
+        channels = cell.width
+        if cell.downsampling == "stride":
+            size = (size + 1) // 2
+        elif cell.downsampling in ("maxpool", "avgpool"):
+            size //= 2
+        out.append((channels, size))
+    return out
+
+
+def check(architecture: Architecture, image_size: int = IMAGE_SIZE, in_channels: int = 1) -> None:
+    """Raise ValueError unless the architecture is a non-empty chain that keeps feature maps and has parameters."""
+    if not architecture or not all(isinstance(cell, Cell) for cell in architecture):
+        raise ValueError(f"an architecture is a non-empty tuple of Cells, got {architecture!r}")
+    sizes = [image_size] + [size for _, size in shapes(architecture, image_size, in_channels)]
+    for index, cell in enumerate(architecture):
+        if cell.downsampling in ("maxpool", "avgpool") and sizes[index] < 2:
+            raise ValueError(f"cell {index} pools a {sizes[index]}x{sizes[index]} feature map: too many down-samplings")
+    if count_params(architecture, in_channels) == 0:
+        raise ValueError("the architecture has no parameters (identities only): nothing to learn")
+
+
+def init(architecture: Architecture, generator: torch.Generator, in_channels: int = 1) -> Params:
+    """Fresh parameters (no task dimension): ``conv{i}.*`` and ``norm{i}.*`` for each cell ``i`` that convolves.
+
+    Convolutions draw torch's default uniform initialisation in cell order, weight before bias, as
+    :func:`metabench.models.conv4_init` does, so :data:`CONV4` gets Conv-4's parameters from the same seed.
+    """
+    params: Params = {}
+    channels = in_channels
+    for index, cell in enumerate(architecture):
+        layers = _layers(cell, channels)
+        for suffix, fan_in_channels, out, kernel, _, groups in layers:
+            fan_in = fan_in_channels // groups * kernel * kernel
+            params[f"conv{index}.{suffix}"] = _kaiming_uniform(
+                (out, fan_in_channels // groups, kernel, kernel), fan_in, generator
+            )
+        if layers:
+            fan_in = channels * (1 if cell.op in ("skip", "sepconv3x3") else 9)
+            params[f"conv{index}.bias"] = _kaiming_uniform((cell.width,), fan_in, generator)
+            params[f"norm{index}.weight"] = torch.ones(cell.width)
+            params[f"norm{index}.bias"] = torch.zeros(cell.width)
+        channels = cell.width
+    return params
+
+
+def running_stats(architecture: Architecture, in_channels: int = 1) -> Params:
+    """Fresh running batch-norm statistics of every cell that convolves (for non-transductive learners)."""
+    stats: Params = {}
+    channels = in_channels
+    for index, cell in enumerate(architecture):
+        if _layers(cell, channels):
+            stats[f"norm{index}.mean"] = torch.zeros(cell.width)
+            stats[f"norm{index}.var"] = torch.ones(cell.width)
+        channels = cell.width
+    return stats
+
+
+def count_params(architecture: Architecture, in_channels: int = 1) -> int:
+    """Number of learned parameters (convolutions and batch-norm affine terms)."""
+    return sum(value.numel() for value in init(architecture, torch.Generator(), in_channels).values())
+
+
+def flops(architecture: Architecture, image_size: int = IMAGE_SIZE, in_channels: int = 1) -> int:
+    """Floating-point operations of one image's forward pass through the convolutions (2 per multiply-add)."""
+    total, channels, size = 0, in_channels, image_size
+    for cell, (_, out_size) in zip(architecture, shapes(architecture, image_size, in_channels), strict=True):
+        conv_size = out_size if cell.downsampling == "stride" else size  # pools come after the convolution
+        for _, fan_in_channels, out, kernel, _, groups in _layers(cell, channels):
+            total += 2 * conv_size * conv_size * out * (fan_in_channels // groups) * kernel * kernel
+        channels, size = cell.width, out_size
+    return total
+
+
+# --- the network ----------------------------------------------------------------------------
+
+
+def forward(
+    architecture: Architecture,
+    params: Params,
+    images: torch.Tensor,
+    running: Params | None = None,
+    training: bool = True,
+) -> torch.Tensor:
+    """Embeddings ``(T, n, width of the last cell)`` of images ``(T, n, C, H, W)``; ``params`` with task dimension T.
+
+    Batch norm as in :func:`metabench.models.conv4`: batch statistics of the given examples, unless
+    ``running`` statistics (single task only) are given, updated in place when ``training``.
+    uint8 images are scaled to [0, 1].
+    """
+    tasks, n = images.shape[:2]
+    if running is not None and tasks != 1:
+        raise ValueError("running batch-norm statistics need a single task (shared parameters)")
+    first = next(iter(params.values()))
+    if images.dtype == torch.uint8:
+        images = images.to(first.dtype) / 255
+    h = images.transpose(0, 1).reshape(n, -1, *images.shape[-2:])  # (n, T*C, H, W): each task a channel group
+    channels = images.shape[2]
+    for index, cell in enumerate(architecture):
+        stride = 2 if cell.downsampling == "stride" else 1
+        layers = _layers(cell, channels)
+        if not layers and stride == 2:
+            h = h[:, :, ::2, ::2]
+        for layer, (suffix, _, _, kernel, dilation, groups) in enumerate(layers):
+            last = layer == len(layers) - 1
+            h = F.conv2d(
+                h,
+                params[f"conv{index}.{suffix}"].flatten(0, 1),
+                params[f"conv{index}.bias"].flatten() if last else None,
+                stride=stride if layer == 0 else 1,
+                padding=dilation * (kernel - 1) // 2,
+                dilation=dilation,
+                groups=tasks * groups,
+            )
+        if layers:
+            h = F.batch_norm(
+                h,
+                None if running is None else running[f"norm{index}.mean"],
+                None if running is None else running[f"norm{index}.var"],
+                params[f"norm{index}.weight"].flatten(),
+                params[f"norm{index}.bias"].flatten(),
+                training=training or running is None,
+            )
+            h = F.relu(h)
+        if cell.downsampling == "maxpool":
+            h = F.max_pool2d(h, 2)
+        elif cell.downsampling == "avgpool":
+            h = F.avg_pool2d(h, 2)
+        channels = cell.width
+    return h.mean(dim=(2, 3)).view(n, tasks, -1).transpose(0, 1)  # global average pool
