@@ -166,7 +166,9 @@ class CMAES(Searcher):
     """CMA-ES (the ``cma`` package) over a ``Box``, searching the box rescaled to the unit cube.
 
     It starts at the centre with step size ``sigma0`` (a fraction of each range) and updates its
-    distribution once per generation of ``popsize`` candidates (default: cma's ``4 + 3 ln d``).
+    distribution once per generation of ``popsize`` candidates (default: cma's ``4 + 3 ln d``). Its
+    answer (:meth:`recommend`) is the distribution's mean, which averages over many noisy
+    evaluations, rather than the luckiest single one.
     """
 
     name = "cmaes"
@@ -197,3 +199,6 @@ class CMAES(Searcher):
         if not self.pending and len(self.told) == self.strategy.popsize:
             self.strategy.tell([u for u, _ in self.told], [f for _, f in self.told])
             self.told = []
+
+    def recommend(self) -> np.ndarray:
+        return self.space.low + np.clip(self.strategy.mean, 0.0, 1.0) * (self.space.high - self.space.low)

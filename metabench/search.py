@@ -68,6 +68,15 @@ class Searcher:
         """Learn from the reward of a candidate returned by the last :meth:`ask`."""
         raise NotImplementedError
 
+    def recommend(self) -> np.ndarray | None:
+        """The searcher's own final answer, if it has a better one than the best single evaluation.
+
+        A single evaluation on a few tasks is noisy, so the best-scoring candidate is partly the
+        luckiest; a model-based searcher (e.g. CMA-ES's distribution mean) can do better. ``None``
+        (the default): the best evaluated candidate is the answer.
+        """
+        return None
+
 
 def available_searchers() -> dict[str, str]:
     """Registered searcher names and their import paths."""
@@ -215,10 +224,11 @@ def open_loop_checkpoint(
 
 @dataclasses.dataclass
 class SearchResult:
-    """What :func:`search` found: the best candidate, its reward and the per-evaluation trace."""
+    """What :func:`search` found: the best evaluated candidate, its reward, the answer and the trace."""
 
     best_candidate: list[float]
     best_reward: float
+    answer: list[float]  # what checkpoint.pt plays: the searcher's recommendation, else the best candidate
     trace: list[dict[str, Any]]
     out_dir: Path
 
@@ -243,7 +253,8 @@ def search(
     Writes into ``out_dir``: ``trace.csv`` (one row per evaluation, rewritten after each: reward, best
     reward so far, real seconds, the candidate, and the sums of any numeric ``info["cost_*"]`` the env reports, e.g. a
     simulated training cost), ``best.json`` and ``checkpoint.pt`` (the best candidate as an
-    ``open-loop`` agent). Returns the :class:`SearchResult`.
+    ``open-loop`` agent: what :meth:`Searcher.recommend` returns if not ``None``, else the best evaluated
+    candidate). Returns the :class:`SearchResult`.
 
     Tasks: by default the env's first reset is seeded with ``seed`` and later ones continue its task
     stream, so each candidate meets fresh tasks (an unbiased but noisy score). ``fixed_tasks=True``
@@ -304,6 +315,8 @@ def search(
     wall = time.perf_counter() - started
 
     best = [float(value) for value in best_candidate]
+    recommended = searcher.recommend()
+    answer = best if recommended is None else [float(value) for value in np.asarray(recommended, dtype=np.float64)]
     (out / "best.json").write_text(
         json.dumps(
             {
@@ -318,6 +331,7 @@ def search(
                 "best_reward": best_reward,
                 "best_evaluation": next(row["evaluation"] for row in trace if row["reward"] == best_reward),
                 "best_candidate": best,
+                "recommended_candidate": None if recommended is None else answer,
                 "wall_seconds": round(wall, 2),
                 **{f"total_{key}": value for key, value in costs.items()},
             },
@@ -334,8 +348,8 @@ def search(
         "search": {"method": method, "env_kwargs": env_kwargs, "config": config, "fixed_tasks": fixed_tasks},
         **({"command": command} if command else {}),
     }
-    open_loop_checkpoint(env_id, best, out / "checkpoint.pt", training=training, iterations=evaluations, seed=seed)
-    return SearchResult(best, best_reward, trace, out)
+    open_loop_checkpoint(env_id, answer, out / "checkpoint.pt", training=training, iterations=evaluations, seed=seed)
+    return SearchResult(best, best_reward, answer, trace, out)
 
 
 def _defaults(searcher_class: type[Searcher]) -> dict[str, Any]:

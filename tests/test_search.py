@@ -141,8 +141,11 @@ def test_regularized_evolution_retires_the_oldest():
 
 def test_cmaes_minimises_a_continuous_problem():
     env = TargetEnv("continuous", 3)
-    rewards = _run(CMAES(candidate_space(env), seed=0, sigma0=0.3), 300, env)
+    searcher = CMAES(candidate_space(env), seed=0, sigma0=0.3)
+    rewards = _run(searcher, 300, env)
     assert max(rewards) > -0.5 and np.mean(rewards[-20:]) > np.mean(rewards[:20]) + 3
+    assert play(env, searcher.recommend())[0] > np.mean(rewards[-20:])  # the mean beats its samples
+    assert RandomSearch(candidate_space(env), 0).recommend() is None  # the best evaluated candidate is the answer
     with pytest.raises(ValueError, match="Box"):
         CMAES(candidate_space(TargetEnv("discrete", 6)), 0)
     with pytest.raises(ValueError, match="MultiDiscrete"):
@@ -158,6 +161,7 @@ def test_search_writes_trace_best_and_an_evaluable_checkpoint(tmp_path):
     rewards = [float(row["reward"]) for row in rows]
     assert [float(row["best_reward"]) for row in rows] == list(np.maximum.accumulate(rewards))
     assert float(rows[-1]["total_cost_units"]) == 50.0  # the env's cost_* info is accumulated
+    assert result.answer == result.best_candidate
     best = json.loads((tmp_path / "evolution" / "best.json").read_text())
     assert best["best_candidate"] == result.best_candidate and best["best_reward"] == result.best_reward
 
