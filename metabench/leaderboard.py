@@ -375,7 +375,7 @@ def check_protocol(summary: Summary) -> None:
 
     if summary.note:
         raise LeaderboardError(f"summary.json is not a test score: {summary.note}")
-    expected = test_protocol(summary.env_id)
+    expected = json.loads(json.dumps(test_protocol(summary.env_id)))  # as summary.json stores it (tuples -> lists)
     claimed = summary.protocol
     problems = [
         f"{key}: submission has {claimed.get(key, '(missing)')!r}, the registry has {expected.get(key, '(missing)')!r}"
@@ -922,8 +922,10 @@ def verify(
     reward_atol = CROSS_DEVICE_REWARD_ATOL if cross_device else REWARD_ATOL
     # The seeded list is drawn CHUNK episodes at a time, so a short run re-scores exactly its first
     # episodes: a forged entry is caught in seconds, before the full re-run.
-    for n_episodes in (CHUNK, int(summary.protocol["episodes"])):
+    total = int(summary.protocol["episodes"])
+    for n_episodes in (min(CHUNK, total), total):
         rerun_summary, rerun = evaluate(learner, stored.env_id, n_episodes=n_episodes, device=device, progress=progress)
+        rerun_summary = json.loads(json.dumps(rerun_summary))  # as summary.json stores it (tuples -> lists)
         ignored = ("episodes", "episodes_sha256")  # compared once the full list has been re-run
         protocol = {key: value for key, value in rerun_summary["protocol"].items() if key not in ignored}
         claimed = {key: value for key, value in summary.protocol.items() if key not in ignored}

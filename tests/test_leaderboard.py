@@ -479,3 +479,19 @@ def test_html_page_renders_in_a_headless_browser(board: Path, tmp_path: Path) ->
         check=True,
     )
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_protocol_check_compares_as_json_stores_it(monkeypatch):
+    """A registry protocol with tuples (e.g. MetaAugment's ops) equals the lists summary.json holds."""
+    from types import SimpleNamespace
+
+    from metabench import evaluation
+
+    monkeypatch.setattr(evaluation, "test_protocol", lambda env_id: {"ops": ("identity", "rotate"), "episodes": 32})
+
+    def summary(ops: list[str]) -> SimpleNamespace:
+        return SimpleNamespace(note=None, env_id="MetaAugment-Omniglot-5w1s-v0", protocol={"ops": ops, "episodes": 32})
+
+    leaderboard.check_protocol(summary(["identity", "rotate"]))
+    with pytest.raises(leaderboard.LeaderboardError, match="ops"):
+        leaderboard.check_protocol(summary(["identity"]))
