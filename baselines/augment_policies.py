@@ -41,7 +41,7 @@ import numpy as np
 from metabench import augment
 from metabench.envs.augment import DEFAULT_SUB_POLICIES
 from metabench.evaluation import device_name, make_env, mean_ci95
-from metabench.search import open_loop_checkpoint, play
+from metabench.search import load_runs, open_loop_checkpoint, play
 
 ENV_ID = "MetaAugment-Omniglot-5w1s-v0"
 SELECT_SEED = 10_000  # val episodes of the selection: reset(seed=SELECT_SEED + i)
@@ -120,19 +120,15 @@ def searched_candidates(run_dirs: list[str | Path], top: int) -> dict[str, dict[
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     found: dict[str, dict[str, Any]] = {}
-    for run_dir in run_dirs:
-        paths = sorted(Path(run_dir).rglob("best.json"))
-        if not paths:
-            raise FileNotFoundError(f"no search run (best.json) under {run_dir}")
-        for path in paths:
-            best = json.loads(path.read_text())
-            with open(path.parent / "trace.csv", newline="") as handle:
-                rows = sorted(csv.DictReader(handle), key=lambda row: -float(row["reward"]))
+    for runs in load_runs(run_dirs).values():
+        for run in runs:
+            best = run["best"]
+            rows = sorted(run["rows"], key=lambda row: -float(row["reward"]))
             kept: list[str] = []
             for row in rows:
                 if row["candidate"] not in kept and len(kept) < top:
                     kept.append(row["candidate"])
-                    name = f"{best['method']}/seed-{best['seed']}/evaluation-{row['evaluation']}"
+                    name = f"{run['dir']}/evaluation-{row['evaluation']}"  # the folder: runs of a method differ
                     found[name] = {
                         "candidate": [float(value) for value in row["candidate"].split()],
                         "search_reward": float(row["reward"]),

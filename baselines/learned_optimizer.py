@@ -55,6 +55,8 @@ class UnrolledOptimizer(Learner):
     initialisation, the layers, the update and the differentiable task.
     """
 
+    # The agent sets learning rates and never sees the query set; that the env's Conv-4 normalises the
+    # query set with its batch statistics is part of the env's protocol, the same for every agent.
     transductive: ClassVar[bool] = False
     #: whether :meth:`log10_lrs` reads the observation (meta-training skips computing it otherwise)
     needs_observation: ClassVar[bool] = True
@@ -79,8 +81,6 @@ class UnrolledOptimizer(Learner):
         if config.meta_batch < 1 or config.truncation < 1:
             raise ValueError("meta_batch and truncation must be positive")
         self.env: MetaOptimizerEnv = env
-        # the env's Conv-4 normalises the query set with its own batch statistics
-        self.transductive = env.task == "omniglot"
         self.n_layers, self.steps = len(env.layers), env.steps
         names = env.observation_names
         self._index = {name: names.index(name) for name in ("support_loss", "step_fraction")}

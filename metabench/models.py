@@ -29,9 +29,29 @@ Params = dict[str, torch.Tensor]
 DOWNSAMPLING = ("maxpool", "stride")
 
 
-def _kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> torch.Tensor:
+def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform in ``+-1/sqrt(fan_in)``, drawn from ``generator`` (seeded initialisations)."""
     bound = 1.0 / math.sqrt(fan_in)  # torch.nn's default for conv and linear layers
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+
+
+def norm_relu(
+    h: torch.Tensor, params: Params, running: Params | None, index: int, training: bool
+) -> torch.Tensor:
+    """Batch norm ``norm{index}`` then ReLU on grouped feature maps ``(n, T*C, H, W)``.
+
+    Normalises with the batch's statistics when ``training`` or when no ``running`` statistics are
+    given (training also updates ``running`` in place), else with ``running``.
+    """
+    h = F.batch_norm(
+        h,
+        None if running is None else running[f"norm{index}.mean"],
+        None if running is None else running[f"norm{index}.var"],
+        params[f"norm{index}.weight"].flatten(),
+        params[f"norm{index}.bias"].flatten(),
+        training=training or running is None,
+    )
+    return F.relu(h)
 
 
 def conv4_init(
@@ -50,15 +70,15 @@ def conv4_init(
     channels = in_channels
     for layer in range(4):
         fan_in = channels * 9
-        params[f"conv{layer}.weight"] = _kaiming_uniform((width, channels, 3, 3), fan_in, generator)
-        params[f"conv{layer}.bias"] = _kaiming_uniform((width,), fan_in, generator)
+        params[f"conv{layer}.weight"] = kaiming_uniform((width, channels, 3, 3), fan_in, generator)
+        params[f"conv{layer}.bias"] = kaiming_uniform((width,), fan_in, generator)
         params[f"norm{layer}.weight"] = torch.ones(width)
         params[f"norm{layer}.bias"] = torch.zeros(width)
         channels = width
     if out_features is not None:
         features = conv4_features(width, image_size, downsample)
-        params["head.weight"] = _kaiming_uniform((out_features, features), features, generator)
-        params["head.bias"] = _kaiming_uniform((out_features,), features, generator)
+        params["head.weight"] = kaiming_uniform((out_features, features), features, generator)
+        params["head.bias"] = kaiming_uniform((out_features,), features, generator)
     return params
 
 
@@ -108,15 +128,7 @@ def conv4(
         h = F.conv2d(
             h, weight.flatten(0, 1), params[f"conv{layer}.bias"].flatten(), stride=stride, padding=1, groups=tasks
         )
-        h = F.batch_norm(
-            h,
-            None if running is None else running[f"norm{layer}.mean"],
-            None if running is None else running[f"norm{layer}.var"],
-            params[f"norm{layer}.weight"].flatten(),
-            params[f"norm{layer}.bias"].flatten(),
-            training=training or running is None,
-        )
-        h = F.relu(h)
+        h = norm_relu(h, params, running, layer, training)
         if downsample == "maxpool":
             h = F.max_pool2d(h, 2)
     features = h.reshape(n, tasks, -1).transpose(0, 1)  # (T, n, features)
@@ -135,8 +147,8 @@ def mlp_init(generator: torch.Generator, hidden: tuple[int, ...] = (40, 40), in_
     params: Params = {}
     sizes = (in_features, *hidden, 1)
     for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        params[f"fc{layer}.weight"] = _kaiming_uniform((fan_out, fan_in), fan_in, generator)
-        params[f"fc{layer}.bias"] = _kaiming_uniform((fan_out,), fan_in, generator)
+        params[f"fc{layer}.weight"] = kaiming_uniform((fan_out, fan_in), fan_in, generator)
+        params[f"fc{layer}.bias"] = kaiming_uniform((fan_out,), fan_in, generator)
     return params
 
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metabench.models import Params, _kaiming_uniform
+from metabench.models import Params, kaiming_uniform, norm_relu
 
 OPS = ("conv3x3", "sepconv3x3", "dilconv3x3", "skip")
 WIDTHS = (16, 32, 48, 64)
@@ -197,12 +197,12 @@ def init(architecture: Architecture, generator: torch.Generator, in_channels: in
         layers = _layers(cell, channels)
         for suffix, fan_in_channels, out, kernel, _, groups in layers:
             fan_in = fan_in_channels // groups * kernel * kernel
-            params[f"conv{index}.{suffix}"] = _kaiming_uniform(
+            params[f"conv{index}.{suffix}"] = kaiming_uniform(
                 (out, fan_in_channels // groups, kernel, kernel), fan_in, generator
             )
         if layers:
             fan_in = channels * (1 if cell.op in ("skip", "sepconv3x3") else 9)
-            params[f"conv{index}.bias"] = _kaiming_uniform((cell.width,), fan_in, generator)
+            params[f"conv{index}.bias"] = kaiming_uniform((cell.width,), fan_in, generator)
             params[f"norm{index}.weight"] = torch.ones(cell.width)
             params[f"norm{index}.bias"] = torch.zeros(cell.width)
         channels = cell.width
@@ -278,15 +278,7 @@ def forward(
                 groups=tasks * groups,
             )
         if layers:
-            h = F.batch_norm(
-                h,
-                None if running is None else running[f"norm{index}.mean"],
-                None if running is None else running[f"norm{index}.var"],
-                params[f"norm{index}.weight"].flatten(),
-                params[f"norm{index}.bias"].flatten(),
-                training=training or running is None,
-            )
-            h = F.relu(h)
+            h = norm_relu(h, params, running, index, training)
         if cell.downsampling == "maxpool":
             h = F.max_pool2d(h, 2)
         elif cell.downsampling == "avgpool":

@@ -369,7 +369,8 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
 
 def load_runs(run_dirs: list[str | Path]) -> dict[str, list[dict[str, Any]]]:
     """The search runs found in ``run_dirs`` (folders holding ``best.json`` and ``trace.csv``, searched
-    recursively), grouped by method: ``{method: [{"best": best.json, "best_reward": array}, ...]}``."""
+    recursively), grouped by method: ``{method: [{"dir": folder, "best": best.json, "rows": trace rows,
+    "best_reward": array}, ...]}``."""
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run_dir in run_dirs:
         found = sorted(Path(run_dir).rglob("best.json"))
@@ -380,7 +381,12 @@ def load_runs(run_dirs: list[str | Path]) -> dict[str, list[dict[str, Any]]]:
             with open(path.parent / "trace.csv", newline="") as handle:
                 rows = list(csv.DictReader(handle))
             runs[best["method"]].append(
-                {"best": best, "best_reward": np.array([float(row["best_reward"]) for row in rows])}
+                {
+                    "dir": path.parent,
+                    "best": best,
+                    "rows": rows,
+                    "best_reward": np.array([float(row["best_reward"]) for row in rows]),
+                }
             )
     return dict(runs)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -74,7 +75,7 @@ def test_selection_rescores_the_searches_best_candidates_on_fixed_val_tasks(tiny
     found = augment_policies.searched_candidates([tmp_path], top=2)
     assert len(found) == 4 and len({tuple(row["candidate"]) for row in found.values()}) == 4
     for name, row in found.items():
-        trace = (tmp_path / name.split("/")[1] / "trace.csv").read_text()
+        trace = (Path(name).parent / "trace.csv").read_text()
         assert f",{row['search_reward']}," in trace  # the search reward of that candidate, as traced
 
     candidates = {name: row["candidate"] for name, row in found.items()}
