@@ -187,18 +187,26 @@ class OpenLoop(Learner):
 
 
 def open_loop_checkpoint(
-    env_id: str, candidate: Any, path: str | Path, *, training: dict[str, Any], iterations: int = 0, seed: int = 0
+    env_id: str,
+    candidate: Any,
+    path: str | Path,
+    *,
+    training: dict[str, Any],
+    iterations: int = 0,
+    seed: int = 0,
+    env: gym.Env | None = None,
 ) -> Path:
     """Write ``candidate`` as an :class:`OpenLoop` agent checkpoint that ``metabench evaluate`` loads.
 
     ``training`` is the budget that found it: ``wall_seconds``, ``meta_batch`` (episodes per
     evaluation), ``episodes_seen``, ``device``, ``device_name`` and optionally ``command``;
-    ``iterations`` is the number of evaluations.
+    ``iterations`` is the number of evaluations. The candidate is checked against ``env``'s spaces
+    (default: ``env_id`` as registered; pass the env at hand to avoid building another one).
     """
     from metabench.training import CHECKPOINT_FORMAT, save_atomic
 
     values = [float(value) for value in np.asarray(candidate, dtype=np.float64).ravel()]
-    step_actions(make_env(env_id, split="val"), values)  # refuse a candidate the env cannot play
+    step_actions(make_env(env_id, split="val") if env is None else env, values)  # refuse what the env cannot play
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     config = OpenLoop.Config(candidate=values, meta_batch=int(training["meta_batch"]))
@@ -348,7 +356,9 @@ def search(
         "search": {"method": method, "env_kwargs": env_kwargs, "config": config, "fixed_tasks": fixed_tasks},
         **({"command": command} if command else {}),
     }
-    open_loop_checkpoint(env_id, answer, out / "checkpoint.pt", training=training, iterations=evaluations, seed=seed)
+    open_loop_checkpoint(
+        env_id, answer, out / "checkpoint.pt", training=training, iterations=evaluations, seed=seed, env=env
+    )
     return SearchResult(best, best_reward, answer, trace, out)
 
 
