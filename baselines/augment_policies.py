@@ -27,7 +27,6 @@ Commands::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -42,6 +41,7 @@ from metabench import augment
 from metabench.envs.augment import DEFAULT_SUB_POLICIES
 from metabench.evaluation import device_name, make_env, mean_ci95
 from metabench.search import load_runs, open_loop_checkpoint, play
+from metabench.training import write_csv
 
 ENV_ID = "MetaAugment-Omniglot-5w1s-v0"
 SELECT_SEED = 10_000  # val episodes of the selection: reset(seed=SELECT_SEED + i)
@@ -215,11 +215,7 @@ def select(
         row.update(policy=describe(candidate), candidate=" ".join(f"{value:g}" for value in candidate))
         rows.append(row)
     rows.sort(key=lambda row: -row["reward_mean"])
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(out / "selection.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "selection.csv")
     runs = {  # (run, wall seconds, evaluations) of each search run
         (name.rsplit("/", 1)[0], row["search_wall_seconds"], row["search_evaluations"])
         for name, row in searched.items()

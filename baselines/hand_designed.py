@@ -26,7 +26,6 @@ tuned Adam's test evaluation ``adam/summary.json`` + ``adam/episodes.jsonl``.
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import sys
 import time
@@ -40,7 +39,7 @@ import metabench
 from metabench.envs.optimizer import LOG10_LR_BOUNDS, MetaOptimizerEnv
 from metabench.evaluation import TEST_SEED, device_name, make_env, mean_ci95, protocol_episodes, write_evaluation
 from metabench.search import open_loop_checkpoint
-from metabench.training import VAL_SEED
+from metabench.training import VAL_SEED, write_csv
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 COARSE_GRID = (-4.0, 0.5)
@@ -161,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - start
         all_rows += rows
         tuned[method] = (max(rows, key=lambda row: row["reward_mean"])["log10_lr"], wall, len(rows))
-    with open(out / "grid.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in all_rows for key in row)))
-        writer.writeheader()
-        writer.writerows(all_rows)
+    write_csv(all_rows, out / "grid.csv")
 
     env = _optimizer_env(args.env, "val")
     log10_lr, wall, points = tuned["sgd"]

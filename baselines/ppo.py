@@ -27,7 +27,6 @@ to an action; register it in the ``metabench.learners`` entry-point group.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import shlex
 import sys
@@ -42,10 +41,10 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 
-from metabench.cli import _parse_config
+from metabench.cli import parse_key_values
 from metabench.evaluation import device_name, make_env
 from metabench.learners import Learner, config_from_dict
-from metabench.training import CHECKPOINT_FORMAT
+from metabench.training import CHECKPOINT_FORMAT, write_csv
 
 # SB3 hyperparameters of PPO.Config, passed to stable_baselines3.PPO as they are
 SB3_KWARGS = (
@@ -208,10 +207,7 @@ def train_ppo(
     wall = time.perf_counter() - start
     env.close()
 
-    with open(out / "trace.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in trace.rows for key in row)))
-        writer.writeheader()
-        writer.writerows(trace.rows)
+    write_csv(trace.rows, out / "trace.csv")
     path = out / "checkpoint.pt"
     torch.save(
         {
@@ -254,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         timesteps=args.timesteps,
         seed=args.seed,
-        config=_parse_config(args.config),
-        env_kwargs=_parse_config(args.env_kwargs, "--env-kwargs"),
+        config=parse_key_values(args.config),
+        env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
         device=args.device,
         command=shlex.join(["python", "-m", "baselines.ppo", *argv]),
     )

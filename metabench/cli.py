@@ -71,7 +71,7 @@ def cmd_data_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_config(pairs: list[str], option: str = "--config") -> dict:
+def parse_key_values(pairs: list[str], option: str = "--config") -> dict:
     """``key=value`` overrides; values are read as JSON when they parse (numbers, true/false), else strings."""
     config = {}
     for pair in pairs:
@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.env,
         out,
         iterations=args.iterations,
-        config=_parse_config(args.config),
+        config=parse_key_values(args.config),
         device=args.device,
         seed=args.seed,
         val_interval=args.val_interval,
@@ -166,8 +166,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             seed=seed,
             episodes=args.episodes,
             fixed_tasks=args.fixed_tasks,
-            env_kwargs=_parse_config(args.env_kwargs, "--env-kwargs"),
-            config=_parse_config(args.config),
+            env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
+            config=parse_key_values(args.config),
             device=args.device,
             command=shlex.join(["metabench", *args.argv]),
         )
@@ -189,7 +189,8 @@ def _print_summary(rows: list[dict]) -> None:
 
 def cmd_search_plot(args: argparse.Namespace) -> int:
     """Compare search runs: best-so-far reward against evaluations, mean and 95% CI over seeds."""
-    from metabench.search import load_runs, plot_best_so_far, summarize, write_csv
+    from metabench.search import load_runs, plot_best_so_far, summarize
+    from metabench.training import write_csv
 
     runs = load_runs(args.runs)
     rows = summarize(runs)

@@ -239,7 +239,7 @@ def prepare(root: str | os.PathLike | None = None, *, download_if_missing: bool 
     digest = _sha256(images.numpy())
     if digest != PREPROCESSED_SHA256:
         raise DataError(_mismatch_message(digest))
-    _save_atomic(
+    save_atomic(
         {"images": images, "sha256": digest, "preprocessing": PREPROCESSING, "raw_sha256": dict(RAW_SHA256)}, path
     )
     return path
@@ -417,7 +417,7 @@ def _read_cache(path: Path) -> tuple[torch.Tensor | None, str]:
     return images, ""
 
 
-def _save_atomic(content: dict, path: Path) -> None:
+def save_atomic(content: dict, path: Path) -> None:
     """torch.save to a temporary file beside ``path``, then rename it over ``path``.
 
     The temporary name is unique per process and thread, so concurrent builders never share one.

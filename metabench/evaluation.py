@@ -174,6 +174,14 @@ def evaluate(
     return summary, records
 
 
+def score_tasks(learner: Learner, env: TaskEnv, episodes: Episodes) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-task rewards (minus the mean query loss) and accuracies (None for regression) of a batch of tasks."""
+    with torch.no_grad():
+        predictions = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
+    losses, info = env.evaluate(predictions.float(), episodes)
+    return -losses.mean(dim=1).double().cpu().numpy(), info.get("accuracy")
+
+
 def _score_batched(
     learner: Learner, env: TaskEnv, n_episodes: int, seed: int, digest: Any, bar: tqdm
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -181,12 +189,10 @@ def _score_batched(
     rewards, accuracies = [], []
     for episodes in episode_chunks(env, n_episodes, seed):
         _update_hash(digest, episodes)
-        with torch.no_grad():
-            predictions = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
-        losses, info = env.evaluate(predictions.float(), episodes)
-        rewards.append(-losses.mean(dim=1).double().cpu().numpy())
-        if "accuracy" in info:
-            accuracies.append(info["accuracy"])
+        reward, accuracy = score_tasks(learner, env, episodes)
+        rewards.append(reward)
+        if accuracy is not None:
+            accuracies.append(accuracy)
         bar.update(len(episodes))
         if accuracies:
             bar.set_postfix(accuracy=f"{np.concatenate(accuracies).mean():.4f}")

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from metabench.evaluation import device_name, make_env
 from metabench.learners import Learner, load_class, registered
+from metabench.training import CHECKPOINT_FORMAT, write_csv
 
 ENTRY_POINT_GROUP = "metabench.searchers"
 Space = spaces.MultiDiscrete | spaces.Box
@@ -203,7 +204,7 @@ def open_loop_checkpoint(
     ``iterations`` is the number of evaluations. The candidate is checked against ``env``'s spaces
     (default: ``env_id`` as registered; pass the env at hand to avoid building another one).
     """
-    from metabench.training import CHECKPOINT_FORMAT, save_atomic
+    from metabench.data import save_atomic
 
     values = [float(value) for value in np.asarray(candidate, dtype=np.float64).ravel()]
     step_actions(make_env(env_id, split="val") if env is None else env, values)  # refuse what the env cannot play
@@ -366,15 +367,6 @@ def _defaults(searcher_class: type[Searcher]) -> dict[str, Any]:
     """The keyword defaults of a searcher's ``__init__`` (its hyperparameters)."""
     parameters = inspect.signature(searcher_class.__init__).parameters.values()
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
-
-
-def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Write dict rows as CSV (columns: every key, in order of first appearance)."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def load_runs(run_dirs: list[str | Path]) -> dict[str, list[dict[str, Any]]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import signal
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from metabench.data import save_atomic
 from metabench.evaluation import device_name, evaluate, make_env
 from metabench.learners import Learner, config_from_dict, load_learner_class
 
@@ -60,24 +60,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return learner, checkpoint
 
 
-def save_atomic(content: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(content, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _write_log(history: list[dict[str, Any]], out_dir: Path) -> None:
-    if not history:
-        return
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    with open(out_dir / "log.csv", "w", newline="") as handle:
+def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Write dict rows as CSV (columns: every key, in order of first appearance): logs, traces, tables."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(history)
+        writer.writerows(rows)
 
 
 def plot_curve(history: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -215,7 +204,7 @@ def train(
                             for key, value in row.items()
                         )
                     )
-                    _write_log(history, out)
+                    write_csv(history, out / "log.csv")
                     plot_curve(history, out / "curve.png", f"{learner.name} on {env_id}")
                 if iteration % checkpoint_interval == 0 or last:
                     save()

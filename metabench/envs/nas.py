@@ -72,7 +72,7 @@ from gymnasium import spaces
 
 from metabench import data, nas, splits
 from metabench.envs.omniglot import MetaOmniglotEnv
-from metabench.evaluation import episode_chunks, mean_ci95
+from metabench.evaluation import episode_chunks, mean_ci95, score_tasks
 from metabench.learners import config_from_dict, load_learner_class
 
 MODES = ("sequential", "oneshot")
@@ -266,15 +266,10 @@ class MetaNASEnv(gym.Env):
         losses = []
         for _ in range(self.fidelity):
             losses.append(learner.train_step(self.train_sampler.sample(learner.config.meta_batch, generator))["loss"])
-        rewards, accuracies = [], []
-        for episodes in self.val_tasks:
-            with torch.no_grad():
-                predictions = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
-            query_losses, info = self.val_env.evaluate(predictions.float(), episodes)
-            rewards.append(-query_losses.double().mean(dim=1).cpu().numpy())
-            accuracies.append(info["accuracy"])
-        reward, reward_ci95 = mean_ci95(np.concatenate(rewards))
-        accuracy, accuracy_ci95 = mean_ci95(np.concatenate(accuracies))
+        scores = [score_tasks(learner, self.val_env, episodes) for episodes in self.val_tasks]
+        rewards, accuracies = (np.concatenate(column) for column in zip(*scores, strict=True))
+        reward, reward_ci95 = mean_ci95(rewards)
+        accuracy, accuracy_ci95 = mean_ci95(accuracies)
         if not np.isfinite(reward):
             reward = -float(np.log(self.val_env.protocol["n_way"])) * 10  # a diverged network: 10x chance loss
         return {
