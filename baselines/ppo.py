@@ -214,6 +214,8 @@ def train_ppo(
             "format": CHECKPOINT_FORMAT,
             "agent": PPO.name,
             "env_id": env_id,
+            # env arguments of the run, as metabench.training stores them (the split is the harness's)
+            "env_kwargs": {key: value for key, value in env_kwargs.items() if key != "split"},
             "config": dataclasses.asdict(ppo_config),
             "seed": seed,
             "iteration": int(model.num_timesteps),

@@ -11,8 +11,8 @@ body, fit a new linear head on each task's support set.
 Omniglot. Training ignores the episodes that :func:`metabench.training.train` hands to
 :meth:`Pretrain.train_step` (episodes relabel their classes 0..N-1, so they carry no global class
 ids); each call is one Adam step of cross-entropy on ``batch_size`` (class, drawing) pairs drawn
-uniformly from the split's training classes (4400 = 1100 characters x 4 rotations on the default
-``vinyals`` scheme) by the learner's own seeded generator, which is part of its checkpoint so a
+uniformly from the env's training classes (4112 = 1028 characters x 4 rotations on the ``vinyals``
+scheme of version 1) by the learner's own seeded generator, which is part of its checkpoint so a
 resumed run continues exactly. Hence ``meta_batch`` defaults to 1: the harness's episodes are only
 the clock. The network is the max-pool Conv-4 with a head over all training classes and running
 batch-norm statistics. At test the body is frozen and used with its running statistics (each image
@@ -42,8 +42,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from metabench import data, models, splits
-from metabench.episodes import Episodes, rotations
+from metabench import data, models
+from metabench.episodes import Episodes
+from metabench.evaluation import make_env
 from metabench.inner_loop import adapt
 from metabench.learners import Learner, task_losses
 
@@ -87,10 +88,11 @@ class Pretrain(Learner):
         if task["dataset"] == "sinusoid":
             params = models.mlp_init(generator)
         else:
-            self.classes = splits.class_table(task["scheme"], "train")  # (n_classes, 2): character, rotation
-            self.images = rotations(data.load_omniglot(device=self.device))  # (characters, 4, 20, 28, 28)
+            # the env's own training classes (its split edition and preprocessing)
+            train_env = make_env(task["env_id"], split="train", device=self.device, **task.get("env_kwargs", {}))
+            self.train_classes = train_env.sampler
             self.generator = torch.Generator().manual_seed(seed + 1)  # draws the training examples
-            params = models.conv4_init(len(self.classes), generator, width=config.width)
+            params = models.conv4_init(len(self.train_classes.classes), generator, width=config.width)
             stats = models.conv4_running_stats(config.width)
             self.running = {name: value.to(self.device) for name, value in stats.items()}
         self.params = {name: value.to(self.device).requires_grad_() for name, value in params.items()}
@@ -99,10 +101,9 @@ class Pretrain(Learner):
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``batch_size`` uniform (class, drawing) pairs: images ``(1, B, 1, 28, 28)``, class ids ``(B,)``."""
         size = self.config.batch_size
-        classes = torch.randint(len(self.classes), (size,), generator=self.generator)
+        classes = torch.randint(len(self.train_classes.classes), (size,), generator=self.generator)
         drawings = torch.randint(data.N_DRAWINGS, (size,), generator=self.generator)
-        characters, turns = self.classes[classes].to(self.device).unbind(dim=1)
-        images = self.images[characters, turns, drawings.to(self.device)]  # (B, 28, 28)
+        images = self.train_classes.images(classes, drawings)  # (B, 28, 28)
         return images[None, :, None], classes.to(self.device)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,9 @@ A. Nichol, J. Achiam, J. Schulman. On First-Order Meta-Learning Algorithms. arXi
 The meta-learned phi is an initialisation theta. Each task of a meta-batch trains a copy of it,
 phi_task, with k steps of stochastic gradient descent on mini-batches of the task's data; then
 ``theta <- theta + eps * mean_task(phi_task - theta)``, with the outer step size eps annealed
-linearly from ``outer_step`` (1.0) to ``outer_step_final`` (0) over the ``iterations`` planned
-meta-iterations. No second-order terms, no query loss: only weights are compared.
+linearly from ``outer_step`` (1.0) to ``outer_step_final`` (0) over the run it is in: the training
+harness sets :attr:`~metabench.learners.Learner.progress`, the fraction of the planned iterations (or
+time budget) done. No second-order terms, no query loss: only weights are compared.
 
 Differences from the paper, on purpose:
 
@@ -68,9 +69,7 @@ class Reptile(Learner):
         outer_step: float = 1.0
         """Outer step size eps at iteration 0."""
         outer_step_final: float = 0.0
-        """eps at iteration ``iterations`` (linear in between, constant after)."""
-        iterations: int = 100_000
-        """Planned meta-iterations: the length of the eps schedule. Set it to your run's length."""
+        """eps at the end of the planned run (linear in the run's progress in between)."""
         width: int = 64
         downsample: str = "maxpool"
 
@@ -88,11 +87,10 @@ class Reptile(Learner):
         params = models.conv4_init(task["n_way"], generator, width=config.width, downsample=config.downsample)
         self.params = {name: value.to(self.device) for name, value in params.items()}
         self.running = {name: value.to(self.device) for name, value in models.conv4_running_stats(config.width).items()}
-        self.iteration = 0
 
     def outer_step(self) -> float:
-        """eps of the current iteration: linear from ``outer_step`` to ``outer_step_final``."""
-        done = min(self.iteration / self.config.iterations, 1.0)
+        """eps of the current iteration: linear in the run's progress from ``outer_step`` to ``outer_step_final``."""
+        done = min(max(self.progress, 0.0), 1.0)
         return (1 - done) * self.config.outer_step + done * self.config.outer_step_final
 
     def finetune(
@@ -133,7 +131,6 @@ class Reptile(Learner):
             total += loss / tasks
         for name, value in direction.items():
             self.params[name] += eps * value / tasks
-        self.iteration += 1
         return {"loss": total, "outer_step": eps}
 
     def predict(
@@ -154,11 +151,10 @@ class Reptile(Learner):
         return torch.cat(outputs)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"params": dict(self.params), "running": dict(self.running), "iteration": self.iteration}
+        return {"params": dict(self.params), "running": dict(self.running)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, value in state["params"].items():
             self.params[name].copy_(value)
         for name, value in state["running"].items():
             self.running[name].copy_(value)
-        self.iteration = state["iteration"]

@@ -28,7 +28,7 @@ import metabench  # noqa: F401
 RESULTS = Path(__file__).parent / "results"
 MAKE_SNIPPET = (
     "import time; t = time.perf_counter(); import gymnasium as gym, metabench; "
-    "gym.make('MetaOmniglot-20w1s-v0', device='{device}'); print(time.perf_counter() - t)"
+    "gym.make('MetaOmniglot-20w1s-v1', device='{device}'); print(time.perf_counter() - t)"
 )
 
 
@@ -66,7 +66,10 @@ def make_time(device: str, cache: str) -> float:
     env = {**os.environ, "METABENCH_CACHE": cache}
     out = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", MAKE_SNIPPET.format(device=device)],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -82,7 +85,7 @@ def main() -> None:
         "machine": machine(args.device),
         "tasks_per_second": {},
     }
-    for env_id in ("MetaOmniglot-5w1s-v0", "MetaOmniglot-20w1s-v0"):
+    for env_id in ("MetaOmniglot-5w1s-v1", "MetaOmniglot-20w1s-v1", "MetaOmniglot-5w1s-v0", "MetaOmniglot-20w1s-v0"):
         results["tasks_per_second"][env_id] = {
             "single_env": round(single_env(env_id, args.device, args.seconds), 1),
             f"vector_env_{args.meta_batch}": round(vector_env(env_id, args.device, args.seconds, args.meta_batch), 1),

@@ -2,6 +2,7 @@
 
 Run: ``python benchmarks/nas_cost.py`` (results in benchmarks/results/nas/README.md).
 """
+
 import time
 
 import gymnasium as gym
@@ -19,5 +20,11 @@ for name, arch in (
     env.reset(seed=0)
     start = time.perf_counter()
     _, reward, _, _, info = env.step(nas.encode(arch))
-    print(name, f"{time.perf_counter() - start:.1f} s", f"reward {reward:.4f}", f"val acc {info['accuracy']:.4f}",
-          f"MFLOPs {info['flops'] / 1e6:.1f}", flush=True)
+    print(
+        name,
+        f"{time.perf_counter() - start:.1f} s",
+        f"reward {reward:.4f}",
+        f"val acc {info['accuracy']:.4f}",
+        f"MFLOPs {info['flops'] / 1e6:.1f}",
+        flush=True,
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 from gymnasium.envs.registration import registry
 
 from metabench import ENV_IDS, data, leaderboard, splits
+from metabench.envs import DEPRECATED_IDS
 
 
 def _task_description(kwargs: dict) -> str:
@@ -26,7 +27,9 @@ def _task_description(kwargs: dict) -> str:
 def _protocol_description(kwargs: dict) -> str:
     if "scheme" in kwargs:
         split = f"/{kwargs['split']}" if "split" in kwargs else ""
-        return f"split={kwargs['scheme']}{split}, images={kwargs['preprocessing']}"
+        edition = splits.find_edition(kwargs["scheme"], "test", kwargs["manifest_sha256"][kwargs["scheme"]]["test"])
+        sampling = f", tasks={kwargs['task_sampling']}" if "task_sampling" in kwargs else ""
+        return f"split={kwargs['scheme']}@{edition}{split}{sampling}, images={kwargs['preprocessing']}"
     return "A~U[0.1,5], phase~U[0,pi], x~U[-5,5]"
 
 
@@ -35,17 +38,21 @@ def cmd_envs(args: argparse.Namespace) -> int:
     rows = []
     for env_id in ENV_IDS:
         kwargs = registry[env_id].kwargs
-        rows.append((env_id, _task_description(kwargs), _protocol_description(kwargs)))
+        label = f"{env_id} (deprecated)" if env_id in DEPRECATED_IDS else env_id
+        rows.append((label, _task_description(kwargs), _protocol_description(kwargs)))
     if args.json:
-        print(json.dumps([registry[env_id].kwargs | {"id": env_id} for env_id in ENV_IDS], indent=1))
+        specs = [registry[env_id].kwargs | {"id": env_id, "deprecated": env_id in DEPRECATED_IDS} for env_id in ENV_IDS]
+        print(json.dumps(specs, indent=1))
         return 0
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in [("id", "task", "protocol (defaults)"), *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     print("\nOmniglot split schemes (pass scheme=..., split='train'|'val'|'test' to gym.make):")
     for scheme in splits.SCHEMES:
-        hashes = ", ".join(f"{s}={splits.manifest_sha256(scheme, s)[:12]}" for s in splits.SPLITS)
-        print(f"  {scheme}: {splits.describe(scheme)}\n    manifest sha256: {hashes}")
+        for edition in reversed(splits.editions(scheme)):
+            hashes = ", ".join(f"{s}={splits.manifest_sha256(scheme, s, edition)[:12]}" for s in splits.SPLITS)
+            print(f"  {scheme}@{edition}: {splits.describe(scheme, edition)}\n    manifest sha256: {hashes}")
+    print("\nDeprecated ids stay registered so that their results stay valid and verifiable; see CHANGELOG.md.")
     return 0
 
 
@@ -108,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_episodes=args.val_episodes,
         time_budget=args.time_budget,
         command=shlex.join(["metabench", *args.argv]),
+        env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
     )
     print(f"checkpoint: {path}\nlog: {out / 'log.csv'}\ncurve: {out / 'curve.png'}")
     return 0
@@ -115,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run the frozen test protocol on a checkpoint and write summary.json + episodes.jsonl."""
-    from metabench.evaluation import evaluate, make_env, protocol_episodes, write_evaluation
+    from metabench.evaluation import evaluate, make_env, protocol_episodes, record_test_run, write_evaluation
     from metabench.learners import load_learner_class
     from metabench.training import load_checkpoint
 
@@ -126,7 +134,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint} is a {checkpoint['agent']} checkpoint, not {agent}")
     if checkpoint["env_id"] != args.env:
         raise ValueError(f"{args.checkpoint} was trained on {checkpoint['env_id']}, not {args.env}")
-    summary, records = evaluate(learner, args.env, n_episodes=args.episodes, device=args.device)
+    env_kwargs = {**checkpoint.get("env_kwargs", {}), **parse_key_values(args.env_kwargs, "--env-kwargs")}
+    summary, records = evaluate(learner, args.env, n_episodes=args.episodes, device=args.device, env_kwargs=env_kwargs)
     full = protocol_episodes(make_env(args.env, split="test"))
     if args.episodes is not None and args.episodes != full:
         summary["note"] = f"{args.episodes} episodes instead of the protocol's {full}: not a test score"
@@ -142,6 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     summary["command"] = shlex.join(["metabench", *args.argv])
     out = write_evaluation(summary, records, args.out or Path(args.checkpoint).parent / f"evaluation-{args.env}")
+    record_test_run(args.checkpoint, summary)
     results = summary["results"]
     line = f"reward {results['reward_mean']:.4f} +- {results['reward_ci95']:.4f}"
     if "accuracy_mean" in results:
@@ -252,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-interval", type=int, default=500, help="iterations between validations")
     train.add_argument("--val-episodes", type=int, default=200, help="val episodes per validation")
     train.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="hyperparameter overrides")
+    train.add_argument(
+        "--env-kwargs",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env arguments beyond the registered id's, e.g. scheme=lake task_sampling=within-alphabet (stored in "
+        "the checkpoint; scores on them are not leaderboard scores of the id)",
+    )
     train.set_defaults(func=cmd_train)
 
     evaluate = commands.add_parser(
@@ -268,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, help="test episodes (default: the env's whole protocol, 1000 for the few-shot envs)"
     )
     evaluate.add_argument("--out", help="output folder (default: beside the checkpoint)")
+    evaluate.add_argument(
+        "--env-kwargs",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env arguments (default: the checkpoint's); recorded in the summary's protocol",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     search_parser = commands.add_parser(

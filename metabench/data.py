@@ -24,18 +24,24 @@ checked against the same constants: :data:`RAW_SHA256` holds the sha256 of ``np.
 array of the set (characters, drawings, rows, cols) packed in C order. Downloads are additionally checked
 against the upstream md5 sums by pooch.
 
-Preprocessing ``"area-105to28-ink255"`` (:func:`preprocess`). Each 105x105 drawing becomes 28x28 uint8,
-ink bright (255) on black (0), by an anti-aliased area filter: PyTorch's ``interpolate(mode="area")``,
-i.e. adaptive average pooling, where output pixel ``i`` averages input rows (and likewise columns)
-``floor(i*105/28)`` .. ``ceil((i+1)*105/28) - 1``: windows of 4 or 5 pixels, neighbours sharing the pixel
-that a window boundary cuts (windows 0 and 1 are 0..3 and 3..7). The average is turned into
-an integer exactly: ``value = floor(255 * ink_count / window_area + 1/2)`` (halves round up), computed in
-integer arithmetic so the result is bit-identical on every platform (a float ``round(255 * mean)`` would
-depend on the last bit of the division where the exact value is a half, e.g. 2/20 * 255 = 25.5).
-PIL is not used for resizing because it silently falls back to nearest-neighbour on 1-bit images.
-:data:`PREPROCESSED_SHA256` is the sha256 of the resulting (1623, 20, 28, 28) tensor's bytes.
+Preprocessing (:func:`preprocess`; the name is part of every env's protocol). Each 105x105 drawing
+becomes 28x28 uint8, ink bright (255) on black (0). :data:`PREPROCESSINGS` maps each name to the
+sha256 of the resulting (1623, 20, 28, 28) tensor's bytes.
 
-Cache. :func:`prepare` writes ``omniglot-area-105to28-ink255.pt`` into :func:`cache_dir`
+* ``"pillow-nearest-105to28-ink255"`` (:data:`PREPROCESSING`, env version 1 onwards): the reference
+  pipeline of Prototypical Networks, MAML and Reptile, which open the 1-bit PNG with Pillow and
+  resize it to 28x28; Pillow resizes 1-bit images by nearest neighbour, sampling input row (and
+  column) ``floor(3.75 * i + 1.875)`` for output ``i``, so pixels stay binary (0 or 255). That grid
+  is symmetric (sample ``i`` and ``27 - i`` lie equally far from the edges), so resizing commutes
+  with the quarter-turn rotations that make classes: a rotated class is the rotated 28x28 image,
+  pixel for pixel Pillow's ``rotate`` then ``resize``.
+* ``"area-105to28-ink255"`` (deprecated, env version 0): an anti-aliased area filter, PyTorch's
+  ``interpolate(mode="area")``, i.e. adaptive average pooling, where output pixel ``i`` averages
+  input rows (and likewise columns) ``floor(i*105/28)`` .. ``ceil((i+1)*105/28) - 1``, turned into
+  an integer exactly: ``value = floor(255 * ink_count / window_area + 1/2)`` (halves round up),
+  computed in integer arithmetic so the result is bit-identical on every platform.
+
+Cache. :func:`prepare` writes ``omniglot-<preprocessing>.pt`` into :func:`cache_dir`
 (``$METABENCH_CACHE``, else the user cache folder from ``pooch.os_cache("metabench")``): a
 ``torch.save`` of ``{"images", "sha256", "preprocessing", "raw_sha256"}``, written to a temporary file
 and renamed into place, so a crash never leaves a partial cache. :func:`load_omniglot` reads it, checks
@@ -53,6 +59,7 @@ import warnings
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pooch
@@ -70,15 +77,18 @@ __all__ = [
     "N_DRAWINGS",
     "PREPROCESSED_SHA256",
     "PREPROCESSING",
+    "PREPROCESSINGS",
     "RAW_SHA256",
     "RAW_SIZE",
     "DataError",
     "cache_dir",
+    "check_preprocessing",
     "data_dir",
     "download",
     "import_zip",
     "load_omniglot",
     "load_raw",
+    "nearest_rows",
     "prepare",
     "preprocess",
     "verify",
@@ -86,7 +96,7 @@ __all__ = [
 
 DATA_ENV_VAR = "METABENCH_DATA"
 CACHE_ENV_VAR = "METABENCH_CACHE"
-PREPROCESSING = "area-105to28-ink255"
+PREPROCESSING = "pillow-nearest-105to28-ink255"
 
 N_CHARACTERS = 1623
 N_BACKGROUND = 964
@@ -98,7 +108,12 @@ RAW_SHA256 = {
     "background": "a4cdfca3d0861188c5180d20bbc68a0ee600423b4a756a2667518f7b510c8756",
     "evaluation": "50251c4711ef2ec634c728940e2c2593eb84ab5a4bd10f6c243bb80c6793b1bf",
 }
-PREPROCESSED_SHA256 = "5ba1e5a7e62ca0a1f9f05bb47d009e20e54f1ad984320d38b6e206837a2c8226"
+#: sha256 of the preprocessed (1623, 20, 28, 28) uint8 tensor, per preprocessing name.
+PREPROCESSINGS = {
+    "pillow-nearest-105to28-ink255": "2f8ac755e5c32f72b9131750fbf552d1c169968f553c1f433e9188fdc27c75bd",
+    "area-105to28-ink255": "5ba1e5a7e62ca0a1f9f05bb47d009e20e54f1ad984320d38b6e206837a2c8226",
+}
+PREPROCESSED_SHA256 = PREPROCESSINGS[PREPROCESSING]
 
 _SETS = {"background": slice(0, N_BACKGROUND), "evaluation": slice(N_BACKGROUND, N_CHARACTERS)}
 _UPSTREAM_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
@@ -206,16 +221,29 @@ def import_zip(path: str | os.PathLike, expected_set: str | None = None) -> tupl
     return set_name, ink, ids
 
 
-def preprocess(raw_ink: np.ndarray) -> torch.Tensor:
+def check_preprocessing(preprocessing: str) -> str:
+    """``preprocessing`` if this metabench provides it, else a ValueError naming those it does."""
+    if preprocessing not in PREPROCESSINGS:
+        raise ValueError(
+            f"preprocessing {preprocessing!r} is not available; this metabench provides {list(PREPROCESSINGS)}"
+        )
+    return preprocessing
+
+
+def preprocess(raw_ink: np.ndarray, preprocessing: str = PREPROCESSING) -> torch.Tensor:
     """Downscale bool drawings (n, d, 105, 105), True = ink, to uint8 (n, d, 28, 28), ink = 255.
 
-    Area filter (PyTorch ``interpolate(mode="area")``) with exact round-half-up quantisation; see the
-    module docstring for the protocol. Works in batches so memory stays bounded.
+    ``preprocessing`` is one of :data:`PREPROCESSINGS` (see the module docstring). Works in batches so
+    memory stays bounded.
     """
+    check_preprocessing(preprocessing)
     if raw_ink.dtype != np.bool_ or raw_ink.ndim != 4 or raw_ink.shape[2:] != (RAW_SIZE, RAW_SIZE):
         raise ValueError(f"expected a bool array (n, d, 105, 105), got {raw_ink.dtype} {raw_ink.shape}")
     n, d = raw_ink.shape[:2]
     flat = torch.from_numpy(np.ascontiguousarray(raw_ink)).reshape(n * d, 1, RAW_SIZE, RAW_SIZE)
+    if preprocessing == "pillow-nearest-105to28-ink255":
+        rows = nearest_rows(RAW_SIZE, IMAGE_SIZE)
+        return (flat[:, :, rows][..., rows].to(torch.uint8) * 255).reshape(n, d, IMAGE_SIZE, IMAGE_SIZE)
     sizes = _window_sizes(RAW_SIZE, IMAGE_SIZE)
     area = sizes[:, None] * sizes[None, :]
     out = torch.empty(n * d, 1, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
@@ -226,77 +254,95 @@ def preprocess(raw_ink: np.ndarray) -> torch.Tensor:
     return out.reshape(n, d, IMAGE_SIZE, IMAGE_SIZE)
 
 
-def prepare(root: str | os.PathLike | None = None, *, download_if_missing: bool = False, force: bool = False) -> Path:
+def nearest_rows(n_in: int, n_out: int) -> torch.Tensor:
+    """Input rows Pillow's nearest-neighbour resize samples: ``floor((i + 1/2) * n_in / n_out)``, exactly."""
+    return (torch.arange(n_out) * 2 + 1) * n_in // (2 * n_out)
+
+
+def prepare(
+    root: str | os.PathLike | None = None,
+    *,
+    download_if_missing: bool = False,
+    force: bool = False,
+    preprocessing: str = PREPROCESSING,
+) -> Path:
     """Build the preprocessed cache file unless a valid one exists (or ``force``); return its path.
 
     Decodes and verifies the raw data (:func:`load_raw`), preprocesses it, checks the result against
-    :data:`PREPROCESSED_SHA256` and writes the cache atomically (temporary file + rename).
+    :data:`PREPROCESSINGS` and writes the cache atomically (temporary file + rename).
     """
-    path = _cache_path()
-    if not force and _read_cache(path)[0] is not None:
+    path = _cache_path(check_preprocessing(preprocessing))
+    if not force and _read_cache(path, preprocessing)[0] is not None:
         return path
-    images = preprocess(load_raw(root, download_if_missing=download_if_missing))
+    images = preprocess(load_raw(root, download_if_missing=download_if_missing), preprocessing)
     digest = _sha256(images.numpy())
-    if digest != PREPROCESSED_SHA256:
-        raise DataError(_mismatch_message(digest))
+    if digest != PREPROCESSINGS[preprocessing]:
+        raise DataError(_mismatch_message(digest, preprocessing))
     save_atomic(
-        {"images": images, "sha256": digest, "preprocessing": PREPROCESSING, "raw_sha256": dict(RAW_SHA256)}, path
+        {"images": images, "sha256": digest, "preprocessing": preprocessing, "raw_sha256": dict(RAW_SHA256)}, path
     )
     return path
 
 
 def verify(root: str | os.PathLike | None = None) -> dict:
-    """Re-decode the raw files, re-check every checksum (raw sets, preprocessing, cache if present) and
-    return a report; raises DataError on the first failure."""
+    """Re-decode the raw files, re-check every checksum (raw sets, every preprocessing, caches if present)
+    and return a report; raises DataError on the first failure."""
     raw, sources = _load_raw(root, download_if_missing=False)
-    digest = _sha256(preprocess(raw).numpy())
-    del raw
-    if digest != PREPROCESSED_SHA256:
-        raise DataError(_mismatch_message(digest))
-    path = _cache_path()
-    images, problem = _read_cache(path)
-    if images is None and path.exists():
-        raise DataError(f"the Omniglot cache {path} is invalid ({problem}); delete it or run prepare(force=True)")
-    return {
-        "sources": {name: str(source) for name, source in sources.items()},
-        "raw_sha256": dict(RAW_SHA256),
-        "preprocessing": PREPROCESSING,
-        "preprocessed_sha256": digest,
-        "cache": str(path),
-        "cache_status": "missing" if images is None else "ok",
-    }
+    report: dict[str, Any] = {"sources": {name: str(source) for name, source in sources.items()}}
+    report["raw_sha256"] = dict(RAW_SHA256)
+    report["preprocessings"] = {}
+    for preprocessing, expected in PREPROCESSINGS.items():
+        digest = _sha256(preprocess(raw, preprocessing).numpy())
+        if digest != expected:
+            raise DataError(_mismatch_message(digest, preprocessing))
+        path = _cache_path(preprocessing)
+        images, problem = _read_cache(path, preprocessing)
+        if images is None and path.exists():
+            raise DataError(f"the Omniglot cache {path} is invalid ({problem}); delete it or run prepare(force=True)")
+        report["preprocessings"][preprocessing] = {
+            "preprocessed_sha256": digest,
+            "cache": str(path),
+            "cache_status": "missing" if images is None else "ok",
+        }
+    return report
 
 
 def load_omniglot(
-    root: str | os.PathLike | None = None, device: str | torch.device = "cpu", *, download_if_missing: bool = False
+    root: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    download_if_missing: bool = False,
+    preprocessing: str = PREPROCESSING,
 ) -> torch.Tensor:
     """The preprocessed images, uint8 (1623, 20, 28, 28), ink = 255, on ``device``.
 
-    Reads the cache and checks its hash; a missing cache is built and a corrupt one rebuilt (with a
-    warning) by :func:`prepare`; ``root`` and ``download_if_missing`` only matter then. The tensor is
-    memoised per (cache file, device) so that every environment in the process shares it: treat it as
-    read-only.
+    Reads the cache of ``preprocessing`` and checks its hash; a missing cache is built and a corrupt one
+    rebuilt (with a warning) by :func:`prepare`; ``root`` and ``download_if_missing`` only matter then.
+    The tensor is memoised per (cache file, device) so that every environment in the process shares it:
+    treat it as read-only.
     """
-    path = _cache_path().resolve()
+    path = _cache_path(check_preprocessing(preprocessing)).resolve()
     dev = torch.device(device)
     with _MEMO_LOCK:
         key = (path, str(dev))
         if key not in _MEMO:
             cpu_key = (path, "cpu")
             if cpu_key not in _MEMO:
-                _MEMO[cpu_key] = _load_or_rebuild(path, root, download_if_missing)
+                _MEMO[cpu_key] = _load_or_rebuild(path, preprocessing, root, download_if_missing)
             moved = _MEMO[cpu_key].to(dev)
             _MEMO[key] = _MEMO.setdefault((path, str(moved.device)), moved)  # "cuda" and "cuda:0" share one copy
         return _MEMO[key]
 
 
-def _load_or_rebuild(path: Path, root: str | os.PathLike | None, download_if_missing: bool) -> torch.Tensor:
-    images, problem = _read_cache(path)
+def _load_or_rebuild(
+    path: Path, preprocessing: str, root: str | os.PathLike | None, download_if_missing: bool
+) -> torch.Tensor:
+    images, problem = _read_cache(path, preprocessing)
     if images is not None:
         return images
     existed = path.exists()
-    prepare(root, download_if_missing=download_if_missing, force=True)
-    images, new_problem = _read_cache(path)
+    prepare(root, download_if_missing=download_if_missing, force=True, preprocessing=preprocessing)
+    images, new_problem = _read_cache(path, preprocessing)
     if images is None:
         raise DataError(f"the rebuilt Omniglot cache {path} is still invalid ({new_problem})")
     if existed:
@@ -393,11 +439,11 @@ def _window_sizes(n_in: int, n_out: int) -> torch.Tensor:
     return -((-(i + 1) * n_in) // n_out) - (i * n_in) // n_out
 
 
-def _cache_path() -> Path:
-    return cache_dir() / f"omniglot-{PREPROCESSING}.pt"
+def _cache_path(preprocessing: str) -> Path:
+    return cache_dir() / f"omniglot-{preprocessing}.pt"
 
 
-def _read_cache(path: Path) -> tuple[torch.Tensor | None, str]:
+def _read_cache(path: Path, preprocessing: str) -> tuple[torch.Tensor | None, str]:
     """The cached images if the file is a complete, untampered cache; else None and the reason."""
     if not path.is_file():
         return None, "missing"
@@ -405,15 +451,16 @@ def _read_cache(path: Path) -> tuple[torch.Tensor | None, str]:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged file can fail anywhere in the unpickler or zip reader
         return None, f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"
-    if not isinstance(content, dict) or content.get("preprocessing") != PREPROCESSING:
-        return None, f"not a {PREPROCESSING!r} cache"
+    if not isinstance(content, dict) or content.get("preprocessing") != preprocessing:
+        return None, f"not a {preprocessing!r} cache"
     images = content.get("images")
     shape = (N_CHARACTERS, N_DRAWINGS, IMAGE_SIZE, IMAGE_SIZE)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(images.shape) != shape:
         return None, f"its images are not a uint8 tensor of shape {shape}"
     digest = _sha256(images.contiguous().numpy())
-    if digest != content.get("sha256") or digest != PREPROCESSED_SHA256:
-        return None, f"content sha256 {digest} differs from the expected {PREPROCESSED_SHA256}"
+    expected = PREPROCESSINGS[preprocessing]
+    if digest != content.get("sha256") or digest != expected:
+        return None, f"content sha256 {digest} differs from the expected {expected}"
     return images, ""
 
 
@@ -457,9 +504,9 @@ def _missing_message(root: str | os.PathLike | None, found: dict[str, Path]) -> 
     )
 
 
-def _mismatch_message(digest: str) -> str:
+def _mismatch_message(digest: str, preprocessing: str) -> str:
     return (
-        f"preprocessing the verified raw data gave sha256 {digest}, not the expected {PREPROCESSED_SHA256}: "
-        f"this platform does not reproduce the {PREPROCESSING!r} protocol (torch {torch.__version__}); "
+        f"preprocessing the verified raw data gave sha256 {digest}, not the expected {PREPROCESSINGS[preprocessing]}: "
+        f"this platform does not reproduce the {preprocessing!r} protocol (torch {torch.__version__}); "
         f"please report it. No cache was written."
     )

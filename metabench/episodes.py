@@ -84,6 +84,9 @@ def rotations(images: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.rot90(images, k, dims=(-2, -1)) for k in range(4)], dim=1)
 
 
+TASK_SAMPLINGS = ("uniform", "within-alphabet")
+
+
 class OmniglotEpisodes:
     """Samples N-way K-shot tasks with Q queries per class from one split's classes.
 
@@ -93,19 +96,40 @@ class OmniglotEpisodes:
         classes: int64 ``(n_classes, 2)`` class table of (character, quarter turns), e.g.
             :func:`metabench.splits.class_table`.
         n_way, k_shot, n_query: task shape; ``k_shot + n_query`` must not exceed 20 drawings.
+        groups: with ``task_sampling="within-alphabet"``, the group (alphabet) of every class, int64
+            ``(n_classes,)``.
+        task_sampling: ``"uniform"``: N distinct classes of the split, uniformly; ``"within-alphabet"``
+            (Lake et al. 2015): a group uniformly among those with at least N classes, then N distinct
+            classes of it uniformly.
     """
 
-    def __init__(self, images: torch.Tensor, classes: torch.Tensor, n_way: int, k_shot: int, n_query: int) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        classes: torch.Tensor,
+        n_way: int,
+        k_shot: int,
+        n_query: int,
+        groups: torch.Tensor | None = None,
+        task_sampling: str = "uniform",
+    ) -> None:
         if min(n_way, k_shot, n_query) < 1:
             raise ValueError(f"n_way, k_shot and n_query must be >= 1, got {n_way}, {k_shot}, {n_query}")
         if k_shot + n_query > N_DRAWINGS:
             raise ValueError(f"k_shot + n_query = {k_shot + n_query} exceeds the {N_DRAWINGS} drawings per character")
         if n_way > len(classes):
             raise ValueError(f"n_way={n_way} exceeds the {len(classes)} classes of the split")
+        if task_sampling not in TASK_SAMPLINGS:
+            raise ValueError(f"unknown task_sampling {task_sampling!r}; expected one of {TASK_SAMPLINGS}")
         self.n_way, self.k_shot, self.n_query = n_way, k_shot, n_query
+        self.task_sampling = task_sampling
         self.device = images.device
         self.classes = classes.cpu()
         self._table = rotations(images).flatten(0, 2)  # (characters * 4 rotations * 20 drawings, 28, 28)
+        if task_sampling == "within-alphabet":
+            if groups is None or groups.shape != (len(classes),):
+                raise ValueError("within-alphabet sampling needs the group of every class, shape (n_classes,)")
+            self._members = _group_table(groups.cpu(), n_way)
 
     def sample_index(self, batch_size: int, generator: torch.Generator) -> EpisodeIndex:
         """Draw the indices of ``batch_size`` tasks from a CPU generator."""
@@ -117,11 +141,16 @@ class OmniglotEpisodes:
         return EpisodeIndex(classes, drawings, support_order, query_order)
 
     def _distinct_classes(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """``(B, N)`` classes, distinct within each task, uniform over ordered N-tuples.
+        """``(B, N)`` classes, distinct within each task, uniform over ordered N-tuples (of one group).
 
         Rows are drawn with replacement and redrawn whole while they hold a repeat: with N much
         smaller than the number of classes that is rare, and far cheaper than a top-N of scores.
         """
+        if self.task_sampling == "within-alphabet":
+            members = self._members[torch.randint(len(self._members), (batch_size,), generator=generator)]
+            # a random order of each group's members (padding, -1, sorts last), first N taken
+            scores = torch.rand(members.shape, generator=generator).masked_fill_(members < 0, 2.0)
+            return members.gather(1, scores.argsort(dim=1)[:, : self.n_way])
         n_classes = len(self.classes)
         classes = torch.randint(n_classes, (batch_size, self.n_way), generator=generator)
         while True:
@@ -157,6 +186,25 @@ class OmniglotEpisodes:
     def sample(self, batch_size: int, generator: torch.Generator) -> Episodes:
         """Draw and assemble ``batch_size`` tasks."""
         return self.gather(self.sample_index(batch_size, generator))
+
+    def images(self, classes: torch.Tensor, drawings: torch.Tensor) -> torch.Tensor:
+        """Images ``(*shape, 28, 28)`` of drawings ``drawings`` of the split's classes ``classes`` (same shape)."""
+        char_rot = self.classes[classes.cpu()]
+        rows = (char_rot[..., 0] * 4 + char_rot[..., 1]) * N_DRAWINGS + drawings.cpu()
+        return self._table.index_select(0, rows.flatten().to(self.device)).view(*rows.shape, *self._table.shape[-2:])
+
+
+def _group_table(groups: torch.Tensor, n_way: int) -> torch.Tensor:
+    """``(eligible groups, largest group)`` class indices of the groups with at least ``n_way`` classes, -1 padded."""
+    members = [torch.nonzero(groups == g).flatten() for g in groups.unique().tolist()]
+    eligible = [m for m in members if len(m) >= n_way]
+    if not eligible:
+        largest = max(len(m) for m in members)
+        raise ValueError(f"n_way={n_way} exceeds every alphabet of the split (the largest has {largest} classes)")
+    table = torch.full((len(eligible), max(len(m) for m in eligible)), -1, dtype=torch.int64)
+    for row, m in enumerate(eligible):
+        table[row, : len(m)] = m
+    return table
 
 
 class SinusoidEpisodes:

@@ -47,6 +47,7 @@ TEST_EPISODES = 1000
 TEST_SEED = 2026
 CHUNK = 25
 FORMAT = "metabench-evaluation/1"
+TEST_RUNS_FILE = "test_runs.jsonl"
 
 
 def make_env(env_id: str, split: str = "train", device: str | torch.device = "cpu", **kwargs: Any) -> TaskEnv:
@@ -55,6 +56,16 @@ def make_env(env_id: str, split: str = "train", device: str | torch.device = "cp
     if "split" in spec.kwargs:
         kwargs["split"] = split
     return gym.make(env_id, device=device, **kwargs).unwrapped
+
+
+def check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Env arguments given to a run (e.g. ``{"scheme": "lake"}``), as a plain dict; ``device`` and ``split``
+    are the harness's own and refused."""
+    env_kwargs = dict(env_kwargs or {})
+    reserved = sorted({"device", "split"} & set(env_kwargs))
+    if reserved:
+        raise ValueError(f"env arguments {reserved} are set by the harness (--device; train/val/test), not by hand")
+    return env_kwargs
 
 
 def protocol_episodes(env: gym.Env) -> int:
@@ -121,13 +132,17 @@ def evaluate(
     seed: int = TEST_SEED,
     device: str | torch.device | None = None,
     progress: bool = True,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score ``learner`` on the seeded episode list; returns the summary and one record per episode.
 
-    ``n_episodes=None`` runs the env's whole protocol (:func:`protocol_episodes`).
+    ``n_episodes=None`` runs the env's whole protocol (:func:`protocol_episodes`). ``env_kwargs`` are
+    env arguments beyond the registered ones (e.g. ``{"scheme": "lake"}``); they are recorded in the
+    summary's protocol, so such a score is never mistaken for one on the registered protocol.
     """
     device = torch.device(device) if device is not None else learner.device
-    env = make_env(env_id, split=split, device=device)
+    env_kwargs = check_env_kwargs(env_kwargs)
+    env = make_env(env_id, split=split, device=device, **env_kwargs)
     n_episodes = protocol_episodes(env) if n_episodes is None else n_episodes
     if n_episodes < 1:
         raise ValueError(f"{env_id} has no test protocol ({type(env).__name__}.test_episodes = 0); see its docs")
@@ -155,6 +170,7 @@ def evaluate(
         "transductive": learner.transductive,
         "protocol": {
             **env.protocol,
+            **({"env_kwargs": env_kwargs} if env_kwargs else {}),
             "episodes": n_episodes,
             "episode_seed": seed,
             "episodes_sha256": digest.hexdigest(),
@@ -207,22 +223,115 @@ def _score_gym_loop(
     classification = env.protocol.get("dataset") == "omniglot"
     rewards, accuracies = np.zeros(n_episodes), np.zeros(n_episodes)
     for i in range(n_episodes):
-        learner.reset()
-        observation, info = env.reset(seed=seed + i)
-        if getattr(env, "tasks", None) is not None:
-            _update_hash(digest, env.tasks)
-        done = False
-        while not done:
-            observation, reward, terminated, truncated, info = env.step(learner.act(observation))
-            rewards[i] += reward
-            done = terminated or truncated
-        if classification:
-            if "accuracy" not in info:
-                raise ValueError(f"{env.spec.id if env.spec else env} ended episode {i} without info['accuracy']")
-            accuracies[i] = float(info["accuracy"])
+        rewards[i], accuracy = _play_episode(learner, env, seed + i, digest)
+        if accuracy is not None:
+            accuracies[i] = accuracy
             bar.set_postfix(accuracy=f"{accuracies[: i + 1].mean():.4f}")
         bar.update(1)
     return rewards, accuracies if classification else None
+
+
+def _play_episode(learner: Learner, env: gym.Env, seed: int, digest: Any = None) -> tuple[float, float | None]:
+    """One gym-loop episode from ``env.reset(seed=seed)``: the sum of its rewards and (classification) the
+    last ``info["accuracy"]``; hashes the episode's tasks into ``digest`` if given."""
+    learner.reset()
+    observation, info = env.reset(seed=seed)
+    if digest is not None and getattr(env, "tasks", None) is not None:
+        _update_hash(digest, env.tasks)
+    total, done = 0.0, False
+    while not done:
+        observation, reward, terminated, truncated, info = env.step(learner.act(observation))
+        total += reward
+        done = terminated or truncated
+    if env.protocol.get("dataset") != "omniglot":
+        return total, None
+    if "accuracy" not in info:
+        raise ValueError(
+            f"{env.spec.id if env.spec else env} ended the episode of seed {seed} without info['accuracy']"
+        )
+    return total, float(info["accuracy"])
+
+
+def rescore(
+    learner: Learner,
+    env_id: str,
+    episodes: list[int],
+    *,
+    seed: int = TEST_SEED,
+    device: str | torch.device | None = None,
+) -> list[dict[str, Any]]:
+    """The records of test episodes ``episodes`` (indices into the protocol's list) alone, exactly as
+    :func:`evaluate` wrote them: what a spot check of a stored result re-runs.
+
+    Few-shot envs draw the seeded list up to the last index (cheap) and score every ``CHUNK`` of tasks
+    that holds a chosen episode as :func:`evaluate` does (a task's scores can depend on the batch it is
+    computed in, in their last bits), keeping the chosen ones; multi-step envs reset straight to episode
+    ``i``'s seed.
+    """
+    device = torch.device(device) if device is not None else learner.device
+    env = make_env(env_id, split="test", device=device)
+    wanted = sorted(set(episodes))
+    if not wanted:
+        return []
+    if wanted[0] < 0 or wanted[-1] >= protocol_episodes(env):
+        raise ValueError(f"episode indices must lie in 0..{protocol_episodes(env) - 1}")
+    rewards: dict[int, float] = {}
+    accuracies: dict[int, float] = {}
+    if isinstance(env, TaskEnv):
+        for start, chunk in zip(
+            range(0, wanted[-1] + 1, CHUNK), episode_chunks(env, wanted[-1] + 1, seed), strict=True
+        ):
+            picked = [i for i in wanted if start <= i < start + len(chunk)]
+            if picked:
+                reward, accuracy = score_tasks(learner, env, chunk)
+                rewards.update((i, float(reward[i - start])) for i in picked)
+                if accuracy is not None:
+                    accuracies.update((i, float(accuracy[i - start])) for i in picked)
+    else:
+        for i in wanted:
+            reward, accuracy = _play_episode(learner, env, seed + i)
+            rewards[i] = reward
+            if accuracy is not None:
+                accuracies[i] = accuracy
+    return [
+        {"episode": i, "reward": float(rewards[i]), **({"accuracy": accuracies[i]} if i in accuracies else {})}
+        for i in wanted
+    ]
+
+
+def record_test_run(checkpoint: str | Path, summary: dict[str, Any]) -> Path:
+    """Append this test-split run to ``test_runs.jsonl`` beside the checkpoint: the run folder's record of
+    every checkpoint scored on test, which ``metabench submit`` reads to check the declared model selection."""
+    path = Path(checkpoint).parent / TEST_RUNS_FILE
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "env_id": summary["env_id"],
+        "checkpoint_sha256": summary["checkpoint"]["sha256"],
+        "episodes": summary["results"]["episodes"],
+        "accuracy_mean": summary["results"].get("accuracy_mean"),
+        "reward_mean": summary["results"]["reward_mean"],
+        "command": summary.get("command"),
+    }
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    return path
+
+
+def read_test_runs(folder: str | Path) -> list[dict[str, Any]] | None:
+    """The test runs recorded in a run folder (see :func:`record_test_run`), or None if it keeps no record."""
+    path = Path(folder) / TEST_RUNS_FILE
+    if not path.is_file():
+        return None
+    runs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            run = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} line {number} is not JSON: {error}") from None
+        if not isinstance(run, dict) or not isinstance(run.get("checkpoint_sha256"), str):
+            raise ValueError(f"{path} line {number} is not a test-run record")
+        runs.append(run)
+    return runs
 
 
 def write_evaluation(summary: dict[str, Any], records: list[dict[str, Any]], out_dir: str | Path) -> Path:

@@ -47,6 +47,9 @@ class Learner:
 
     name: ClassVar[str]
     transductive: ClassVar[bool]
+    progress: float = 0.0
+    """Fraction of the planned training run done before the current step, set by the training harness
+    (:func:`metabench.training.train`): what schedules that anneal over a run read."""
 
     @dataclasses.dataclass
     class Config:

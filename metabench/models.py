@@ -35,9 +35,7 @@ def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Genera
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound
 
 
-def norm_relu(
-    h: torch.Tensor, params: Params, running: Params | None, index: int, training: bool
-) -> torch.Tensor:
+def norm_relu(h: torch.Tensor, params: Params, running: Params | None, index: int, training: bool) -> torch.Tensor:
     """Batch norm ``norm{index}`` then ReLU on grouped feature maps ``(n, T*C, H, W)``.
 
     Normalises with the batch's statistics when ``training`` or when no ``running`` statistics are

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from metabench.data import save_atomic
-from metabench.evaluation import device_name, evaluate, make_env
+from metabench.evaluation import check_env_kwargs, device_name, evaluate, make_env
 from metabench.learners import Learner, config_from_dict, load_learner_class
 
 CHECKPOINT_FORMAT = "metabench-checkpoint/1"
@@ -35,11 +35,23 @@ TRAIN_SEED_OFFSET = 10_000  # the sampler of a run seeded s uses generator seed 
 
 
 def build_learner(
-    name: str, env_id: str, config: dict[str, Any] | None = None, device: str | torch.device = "cpu", seed: int = 0
+    name: str,
+    env_id: str,
+    config: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> Learner:
-    """Instantiate the learner ``name`` for ``env_id`` with hyperparameter overrides ``config``."""
+    """Instantiate the learner ``name`` for ``env_id`` (with env arguments ``env_kwargs``, e.g.
+    ``{"scheme": "lake"}``) and hyperparameter overrides ``config``.
+
+    The learner's ``task`` is the env's protocol, plus ``env_kwargs`` when there are any.
+    """
     learner_class = load_learner_class(name)
-    task = {"env_id": env_id, **make_env(env_id, split="val").protocol}
+    env_kwargs = check_env_kwargs(env_kwargs)
+    task = {"env_id": env_id, **make_env(env_id, split="val", **env_kwargs).protocol}
+    if env_kwargs:
+        task["env_kwargs"] = env_kwargs
     values = {**dataclasses.asdict(learner_class.Config()), **learner_class.defaults(task), **(config or {})}
     return learner_class(config_from_dict(learner_class, values), task, device, seed)
 
@@ -55,7 +67,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise ValueError(f"{path} is not a loadable metabench checkpoint: {error}") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a metabench checkpoint (format {CHECKPOINT_FORMAT})")
-    learner = build_learner(checkpoint["agent"], checkpoint["env_id"], checkpoint["config"], device, checkpoint["seed"])
+    learner = build_learner(
+        checkpoint["agent"],
+        checkpoint["env_id"],
+        checkpoint["config"],
+        device,
+        checkpoint["seed"],
+        checkpoint.get("env_kwargs"),
+    )
     learner.load_state_dict(checkpoint["learner"])
     return learner, checkpoint
 
@@ -106,13 +125,18 @@ def train(
     time_budget: float | None = None,
     progress: bool = True,
     command: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> Path:
     """Meta-train learner ``name`` on ``env_id`` for ``iterations`` meta-iterations; returns the checkpoint path.
 
     ``time_budget`` (seconds of training in this call, validation excluded) stops earlier, e.g. for
-    a CPU-budget run or one slice of a long run. An existing checkpoint in ``out_dir`` for the same
-    learner and env is resumed; the recorded wall time is the total over all calls. ``command``
-    (the command line that started the run) is recorded in the checkpoint's training block.
+    a CPU-budget run or one slice of a long run. Before every step the learner's ``progress`` is set
+    to the fraction of the planned run done (iterations, or the time budget if that ends first), so
+    schedules such as Reptile's annealed step size span the run they are in. ``env_kwargs`` are env
+    arguments (e.g. ``{"scheme": "lake"}``) for the training, validation and test envs; they are stored
+    in the checkpoint. An existing checkpoint in ``out_dir`` for the same learner and env is resumed;
+    the recorded wall time is the total over all calls. ``command`` (the command line that started
+    the run) is recorded in the checkpoint's training block.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,14 +149,17 @@ def train(
             raise ValueError(
                 f"{path} holds {state['agent']} on {state['env_id']}, not {name} on {env_id}: use another out_dir"
             )
+        if state.get("env_kwargs", {}) != check_env_kwargs(env_kwargs):
+            raise ValueError(f"{path} was trained with env arguments {state.get('env_kwargs', {})}, not {env_kwargs}")
         generator = torch.Generator().manual_seed(0)
         generator.set_state(state["generator"].cpu())
         iteration, history, elapsed = state["iteration"], state["history"], state["training"]["wall_seconds"]
     else:
-        learner = build_learner(name, env_id, config, device, seed)
+        learner = build_learner(name, env_id, config, device, seed, env_kwargs)
         generator = torch.Generator().manual_seed(seed + TRAIN_SEED_OFFSET)
         iteration, history, elapsed = 0, [], 0.0
-    sampler = make_env(env_id, split="train", device=device, **learner.train_env_kwargs()).sampler
+    env_kwargs = check_env_kwargs(env_kwargs)
+    sampler = make_env(env_id, split="train", device=device, **{**env_kwargs, **learner.train_env_kwargs()}).sampler
     meta_batch = learner.config.meta_batch
 
     def save() -> None:
@@ -141,6 +168,7 @@ def train(
                 "format": CHECKPOINT_FORMAT,
                 "agent": learner.name,
                 "env_id": env_id,
+                "env_kwargs": env_kwargs,
                 "config": dataclasses.asdict(learner.config),
                 "seed": learner.seed,
                 "iteration": iteration,
@@ -175,6 +203,7 @@ def train(
         ) as bar:
             while iteration < iterations and not interrupted and (budget_end is None or elapsed < budget_end):
                 start = time.perf_counter()
+                learner.progress = max(iteration / iterations, 0.0 if budget_end is None else elapsed / budget_end)
                 metrics = learner.train_step(sampler.sample(meta_batch, generator))
                 elapsed += time.perf_counter() - start
                 iteration += 1
@@ -184,7 +213,13 @@ def train(
                 last = iteration == iterations or (budget_end is not None and elapsed >= budget_end)
                 if iteration % val_interval == 0 or last:
                     summary, _ = evaluate(
-                        learner, env_id, split="val", n_episodes=val_episodes, seed=VAL_SEED, progress=False
+                        learner,
+                        env_id,
+                        split="val",
+                        n_episodes=val_episodes,
+                        seed=VAL_SEED,
+                        progress=False,
+                        env_kwargs=env_kwargs,
                     )
                     results = summary["results"]
                     row = {

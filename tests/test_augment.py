@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from gymnasium.utils.env_checker import check_env
 
-import metabench  # noqa: F401  (registers the envs)
+import metabench  # registers the envs
+import metabench.envs.augment as augment_env
 from metabench import augment, data
 from metabench.envs.augment import MetaAugmentEnv, pretrained_body
 
@@ -26,11 +27,23 @@ def images() -> torch.Tensor:
     return data.load_omniglot()[:12, :2].reshape(24, 1, 28, 28).clone()
 
 
+def tiny_body(out: Path, env_id: str) -> str:
+    """A tiny pretrain checkpoint (width 16, a few steps) on ``env_id``, built by metabench's own training code."""
+    return str(
+        pretrained_body(env_id, out_dir=out, iterations=4, config={"width": 16, "batch_size": 32}, progress=False)
+    )
+
+
 @pytest.fixture(scope="module")
 def body(tmp_path_factory) -> str:
-    """A tiny pretrain checkpoint (width 16, a few steps) built by metabench's own training code."""
-    out = tmp_path_factory.mktemp("body")
-    return str(pretrained_body(out_dir=out, iterations=4, config={"width": 16, "batch_size": 32}, progress=False))
+    """A tiny body for the version 1 envs (and :class:`MetaAugmentEnv`'s defaults): pretrained on a v1 id."""
+    return tiny_body(tmp_path_factory.mktemp("body"), "MetaOmniglot-5w1s-v1")
+
+
+@pytest.fixture(scope="module")
+def body_v0(tmp_path_factory) -> str:
+    """A tiny body for the version 0 envs: pretrained on a v0 id (its split edition and area-filtered images)."""
+    return tiny_body(tmp_path_factory.mktemp("body-v0"), "MetaOmniglot-5w1s-v0")
 
 
 def make(body: str, **kwargs) -> MetaAugmentEnv:
@@ -116,14 +129,23 @@ def test_bad_policies_and_images_are_refused(images):
 # --- the environment --------------------------------------------------------------------------
 
 
-def test_spaces_checkers_and_registration(body):
-    env = gym.make("MetaAugment-Omniglot-20w1s-v0", checkpoint=body, tasks_per_step=2, copies=1)
+@pytest.mark.parametrize("version", [0, 1])
+def test_spaces_checkers_and_registration(body, body_v0, version):
+    checkpoint = body_v0 if version == 0 else body
+    env = gym.make(f"MetaAugment-Omniglot-20w1s-v{version}", checkpoint=checkpoint, tasks_per_step=2, copies=1)
     unwrapped = env.unwrapped
     assert isinstance(env.action_space, gym.spaces.MultiDiscrete)
     assert env.action_space.nvec.tolist() == [len(augment.OPS), augment.N_MAGNITUDES, augment.N_PROBABILITIES] * S
     assert unwrapped.protocol["split"] == "val" and unwrapped.protocol["n_way"] == 20
-    spec = gym.spec("MetaAugment-Omniglot-5w1s-v0").kwargs
+    expected = metabench.envs.OMNIGLOT_VERSIONS[version]
+    assert unwrapped.protocol["preprocessing"] == expected["preprocessing"]
+    assert unwrapped.protocol["manifest_sha256"] == expected["manifest_sha256"]["vinyals"]["val"]
+    assert unwrapped.learner.task["env_id"] == f"MetaOmniglot-5w1s-v{version}"
+    spec = gym.spec(f"MetaAugment-Omniglot-5w1s-v{version}").kwargs
     assert (spec["sub_policies"], spec["copies"], spec["tasks_per_step"], spec["split"]) == (S, 4, 32, "val")
+    assert spec["body_sha256"] == expected["body_sha256"]
+    env.reset(seed=0)
+    assert np.isfinite(env.step(flat(POLICY))[1])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "(?s).*(symmetric and normalized|Box bound precision)")
         check_env(make(body, tasks_per_step=2), skip_render_check=True)
@@ -249,13 +271,50 @@ def test_invalid_actions_are_refused_clearly(body):
         env.step(good)
 
 
-def test_the_body_must_fit_the_env(body):
+def test_the_body_must_fit_the_env(body, body_v0):
     path = Path(body)
     modified = path.stat().st_mtime_ns
     assert pretrained_body(out_dir=path.parent, iterations=4) == path and path.stat().st_mtime_ns == modified  # cached
-    with pytest.raises(ValueError, match="'vinyals' scheme"):
+    with pytest.raises(ValueError, match="was pretrained on scheme 'vinyals', but the env uses 'lake'"):
         MetaAugmentEnv(checkpoint=body, scheme="lake")
+    # a body sees the images of the env version it was pretrained on
+    with pytest.raises(ValueError, match="pretrained on preprocessing 'area-105to28-ink255', but the env uses 'pillow"):
+        MetaAugmentEnv(checkpoint=body_v0)
+    with pytest.raises(ValueError, match="pretrained on preprocessing 'pillow-nearest-105to28-ink255', but the env"):
+        gym.make("MetaAugment-Omniglot-5w1s-v0", checkpoint=body)
     with pytest.raises(ValueError, match="copies must be a positive integer"):
         make(body, copies=0)
-    with pytest.raises(ValueError, match="pass checkpoint="):
-        pretrained_body("lake")
+    for env_id in ("lake", "MetaSinusoid-5shot-v0", "MetaOmniglot-5w1s-v9"):
+        with pytest.raises(ValueError, match="the body is pretrained on a registered MetaOmniglot id"):
+            pretrained_body(env_id)
+
+
+def test_registered_v1_env_loads_its_shipped_body_and_never_trains_one(monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the env must not train a body")
+
+    monkeypatch.setattr("metabench.training.train", no_training)
+    env = gym.make("MetaAugment-Omniglot-5w1s-v1", tasks_per_step=2, copies=1).unwrapped
+    pinned = gym.spec("MetaAugment-Omniglot-5w1s-v1").kwargs["body_sha256"]
+    assert env.protocol["body_sha256"] == pinned
+    assert (augment_env.SHIPPED_BODIES / f"body-{pinned[:16]}.pt").stat().st_size < 1_000_000  # body only, no head
+    env.reset(seed=0)
+    assert np.isfinite(env.step(flat(POLICY))[1])
+    with pytest.raises(FileNotFoundError, match="version-0 body never was"):  # v0's body was never shipped
+        gym.make("MetaAugment-Omniglot-5w1s-v0")
+
+
+def test_exported_bodies_round_trip_and_a_corrupt_shipped_body_is_refused(body, tmp_path, monkeypatch):
+    path = augment_env.export_body(body, tmp_path)
+    from_checkpoint = MetaAugmentEnv(checkpoint=body, tasks_per_step=1).protocol["body_sha256"]
+    assert path.name == f"body-{from_checkpoint[:16]}.pt"
+    assert MetaAugmentEnv(checkpoint=path, tasks_per_step=1).protocol["body_sha256"] == from_checkpoint
+    monkeypatch.setattr(augment_env, "SHIPPED_BODIES", tmp_path)
+    assert MetaAugmentEnv(body_sha256=from_checkpoint, tasks_per_step=1).protocol["body_sha256"] == from_checkpoint
+    content = torch.load(path, weights_only=True)
+    content["params"]["conv0.weight"] += 1.0
+    torch.save(content, path)
+    with pytest.raises(ValueError, match="corrupt file"):
+        MetaAugmentEnv(body_sha256=from_checkpoint, tasks_per_step=1)
+    with pytest.raises(ValueError, match="needs a body"):
+        MetaAugmentEnv()

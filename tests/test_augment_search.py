@@ -17,14 +17,18 @@ from metabench import augment
 from metabench.envs.augment import MetaAugmentEnv, pretrained_body
 from metabench.search import candidate_space, play, search
 
-ENV_ID = "MetaAugment-Omniglot-5w1s-v0"
+ENV_ID = "MetaAugment-Omniglot-5w1s-v1"  # the current version, whose data MetaAugmentEnv's defaults are
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict:
     """Env arguments of a tiny MetaAugment: a small pretrained body, 2-way tasks, prototypes, many copies."""
-    body = pretrained_body(
-        out_dir=tmp_path_factory.mktemp("body"), iterations=10, config={"width": 16, "batch_size": 32}, progress=False
+    body = pretrained_body(  # on the train split of ENV_ID's version
+        "MetaOmniglot-5w1s-v1",
+        out_dir=tmp_path_factory.mktemp("body"),
+        iterations=10,
+        config={"width": 16, "batch_size": 32},
+        progress=False,
     )
     return {
         "checkpoint": str(body),

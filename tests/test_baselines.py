@@ -7,6 +7,7 @@ in seconds on a CPU; each run is compared with the same learner untrained on the
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from baselines.anil import ANIL
 from baselines.pretrain import Pretrain
 from baselines.reptile import Reptile
-from metabench import data, models
+from metabench import data, models, splits
 from metabench.evaluation import evaluate, make_env
 from metabench.training import TRAIN_SEED_OFFSET, build_learner, load_checkpoint, train
 
@@ -26,7 +27,7 @@ SINUSOID = "MetaSinusoid-5shot-v0"
 #: Small, fast configurations (not the protocol's), and meta-training lengths that learn with them.
 SMALL = {
     "anil": {"meta_batch": 4, "width": 32},
-    "reptile": {"width": 32, "inner_steps_test": 10, "iterations": 20},
+    "reptile": {"width": 32, "inner_steps_test": 10},
     "pretrain": {"width": 32, "lr": 3e-3},
 }
 ITERATIONS = {"anil": 50, "reptile": 20, "pretrain": 150}
@@ -147,13 +148,17 @@ def test_checkpoints_hold_the_learner_and_resume_exactly(name, env_id, tmp_path)
         assert checkpoint["iteration"] == iterations
         return predictions(learner, episodes)
 
-    untrained = predictions(reference, episodes)
-    for _ in range(2):
+    def step(progress: float) -> None:
+        reference.progress = progress  # what train() sets: iteration / iterations of the call (Reptile anneals by it)
         reference.train_step(sampler.sample(reference.config.meta_batch, generator))
+
+    untrained = predictions(reference, episodes)
+    for progress in (0 / 2, 1 / 2):
+        step(progress)
     assert torch.equal(run(2), predictions(reference, episodes))
     assert not torch.equal(untrained, predictions(reference, episodes))
-    for _ in range(2):
-        reference.train_step(sampler.sample(reference.config.meta_batch, generator))
+    for progress in (2 / 4, 3 / 4):
+        step(progress)
     assert torch.equal(run(4), predictions(reference, episodes))  # resumed from iteration 2
 
 
@@ -176,7 +181,7 @@ def test_anil_adapts_the_head_only_and_its_meta_gradient_is_second_order():
 
 
 def test_reptile_outer_step_is_annealed_and_interpolates_towards_the_adapted_weights():
-    learner = build_learner("reptile", OMNIGLOT, {"width": 32, "meta_batch": 1, "iterations": 4})
+    learner = build_learner("reptile", OMNIGLOT, {"width": 32, "meta_batch": 1})
     assert isinstance(learner, Reptile) and not learner.transductive
     episodes = make_env(OMNIGLOT, split="train").sampler.sample(1, torch.Generator().manual_seed(0))
     theta = {name: value.clone() for name, value in learner.params.items()}
@@ -185,12 +190,49 @@ def test_reptile_outer_step_is_annealed_and_interpolates_towards_the_adapted_wei
     running = {name: value.clone() for name, value in learner.running.items()}
     phi, _ = learner.finetune(inputs, targets, learner.config.inner_steps, learner.config.inner_batch, running)
 
-    steps = [learner.train_step(episodes)["outer_step"] for _ in range(5)]
-    assert steps == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
-    learner.load_state_dict({"params": theta, "running": learner.running, "iteration": 0})
+    assert learner.progress == 0.0  # before any training harness has set it
+    steps = []
+    for progress in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5):
+        learner.progress = progress
+        steps.append(learner.train_step(episodes)["outer_step"])
+    assert steps == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0, 0.0])  # linear in the run's progress, 0 after it
+    assert set(learner.state_dict()) == {"params", "running"}  # the schedule is the harness's, not a checkpoint's
+    learner.load_state_dict({"params": theta, "running": learner.running})
+    learner.progress = 0.0
     learner.train_step(episodes)  # eps = 1 and one task: theta becomes that task's phi
     for name, value in learner.params.items():
         assert torch.allclose(value, phi[name][0], atol=1e-6), name
+
+
+def test_training_sets_the_progress_of_the_planned_run_before_every_step(monkeypatch, tmp_path):
+    """train() sets learner.progress = iteration / iterations (or elapsed / time budget), and Reptile's eps follows."""
+    seen: list[tuple[float, float]] = []
+    original = Reptile.train_step
+
+    def spy(self, episodes):
+        metrics = original(self, episodes)
+        seen.append((self.progress, metrics["outer_step"]))
+        return metrics
+
+    monkeypatch.setattr(Reptile, "train_step", spy)
+    config = {"width": 16, "meta_batch": 1, "inner_steps": 1, "inner_steps_test": 1}
+
+    def run(out, iterations, **kwargs) -> np.ndarray:
+        """(progress, eps) of every step of one train() call."""
+        seen.clear()
+        train("reptile", OMNIGLOT, out, iterations=iterations, config=config, val_episodes=2, progress=False, **kwargs)
+        return np.array(seen)
+
+    quarters = [(0, 1), (0.25, 0.75), (0.5, 0.5), (0.75, 0.25)]
+    np.testing.assert_allclose(run(tmp_path / "a", 4), quarters)
+    # a resumed run anneals over the rest of its (longer) plan, from where it is
+    np.testing.assert_allclose(run(tmp_path / "a", 6), [(4 / 6, 2 / 6), (5 / 6, 1 / 6)])
+
+    # with a time budget that ends before the iterations do, progress is the budget's fraction spent
+    clock = iter(range(1000))
+    monkeypatch.setattr("metabench.training.time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    np.testing.assert_allclose(run(tmp_path / "b", 100, time_budget=4), quarters)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")[1]["iteration"] == 4  # each step took 1 fake second
 
 
 def learner_tensors(learner) -> dict[str, torch.Tensor]:
@@ -214,13 +256,28 @@ def test_only_transductive_learners_predict_a_query_from_the_other_queries(name)
         assert torch.equal(value, before[key]), key
 
 
-def test_pretrain_draws_rotated_drawings_of_the_training_classes():
-    learner = build_learner("pretrain", OMNIGLOT, {"width": 32, "batch_size": 64})
-    assert isinstance(learner, Pretrain) and len(learner.classes) == 4400
+@pytest.mark.parametrize(
+    ("env_id", "env_kwargs", "edition", "n_classes"),
+    [
+        (OMNIGLOT, {}, "v0", 4400),
+        ("MetaOmniglot-5w1s-v1", {}, "v1", 4112),
+        ("MetaOmniglot-5w1s-v1", {"scheme": "lake"}, "v0", 850),  # env arguments choose the split too
+    ],
+)
+def test_pretrain_draws_rotated_drawings_of_the_training_classes(env_id, env_kwargs, edition, n_classes):
+    """The pretraining classes are the env's train split (its edition) and its images (its preprocessing)."""
+    learner = build_learner("pretrain", env_id, {"width": 32, "batch_size": 64}, env_kwargs=env_kwargs)
+    scheme = learner.task["scheme"]
+    assert scheme == env_kwargs.get("scheme", "vinyals")
+    assert isinstance(learner, Pretrain) and len(learner.train_classes.classes) == n_classes
+    assert learner.train_classes.classes.tolist() == [list(c) for c in splits.manifest(scheme, "train", edition)]
+    assert learner.params["head.weight"].shape[0] == n_classes
     images, classes = learner.sample_batch()
-    raw = data.load_omniglot()
+    raw = data.load_omniglot(preprocessing=learner.task["preprocessing"])
+    train_characters = set(splits.characters(scheme, "train", edition))
     for image, label in zip(images[0, :, 0], classes.tolist(), strict=True):
-        character, turns = learner.classes[label].tolist()
+        character, turns = learner.train_classes.classes[label].tolist()
+        assert character in train_characters
         candidates = torch.rot90(raw[character], turns, dims=(-2, -1))  # its 20 drawings, rotated
         assert (candidates == image).flatten(1).all(dim=1).any()
     assert len(set(classes.tolist())) > 50

@@ -21,6 +21,7 @@ from metabench import data
 BACKGROUND_URL = "https://github.com/brendenlake/omniglot/raw/master/python/images_background.zip"
 EVALUATION_URL = "https://github.com/brendenlake/omniglot/raw/master/python/images_evaluation.zip"
 CACHE_NAME = f"omniglot-{data.PREPROCESSING}.pt"
+AREA = "area-105to28-ink255"  # env version 0's preprocessing
 # Alphabets of images_background_small1.zip, 1-based inclusive id blocks (from the data folder's README).
 SMALL1_BLOCKS = {"Balinese": (108, 131), "Early_Aramaic": (251, 272), "Greek": (394, 417), "Korean": (643, 682),
                  "Latin": (683, 708)}  # fmt: skip
@@ -124,9 +125,21 @@ def test_prepare_keeps_a_valid_cache(cache_env: Path, omniglot_dir: Path):
 
 def test_verify_reports_every_checksum(cache_env: Path, omniglot_dir: Path):
     report = data.verify(omniglot_dir)
+    assert set(report) == {"sources", "raw_sha256", "preprocessings"}
     assert report["raw_sha256"] == data.RAW_SHA256
-    assert report["preprocessed_sha256"] == data.PREPROCESSED_SHA256
-    assert report["cache_status"] == "ok" and report["cache"] == str(cache_env / CACHE_NAME)
+    assert report["preprocessings"] == {
+        # only the default preprocessing's cache was built in this folder
+        data.PREPROCESSING: {
+            "preprocessed_sha256": data.PREPROCESSED_SHA256,
+            "cache": str(cache_env / CACHE_NAME),
+            "cache_status": "ok",
+        },
+        AREA: {
+            "preprocessed_sha256": data.PREPROCESSINGS[AREA],
+            "cache": str(cache_env / f"omniglot-{AREA}.pt"),
+            "cache_status": "missing",
+        },
+    }
     assert report["sources"] == {
         "background": str(omniglot_dir / "images_background.npz"),
         "evaluation": str(omniglot_dir / "images_evaluation.npz"),
@@ -204,12 +217,43 @@ def test_garbage_zip_is_refused(tmp_path: Path):
 # --- the preprocessing filter ---------------------------------------------------------------------------------
 
 
-def test_preprocess_full_and_empty_images():
+@pytest.mark.parametrize("preprocessing", list(data.PREPROCESSINGS))
+def test_preprocess_full_and_empty_images(preprocessing: str):
     raw = np.zeros((1, 2, 105, 105), dtype=bool)
     raw[0, 0] = True
-    out = data.preprocess(raw)
+    out = data.preprocess(raw, preprocessing)
     assert out.shape == (1, 2, 28, 28) and out.dtype == torch.uint8
     assert bool((out[0, 0] == 255).all()) and bool((out[0, 1] == 0).all())
+
+
+def test_the_default_preprocessing_is_pillows_nearest_neighbour_resize():
+    assert data.PREPROCESSING == "pillow-nearest-105to28-ink255"
+    assert data.PREPROCESSED_SHA256 == data.PREPROCESSINGS[data.PREPROCESSING]
+    # Pillow samples input row/col floor((i + 1/2) * 105 / 28) = floor(3.75 i + 1.875), symmetric about the centre
+    rows = [int((i + 0.5) * 105 / 28) for i in range(28)]
+    assert rows[:3] == [1, 5, 9] and rows[-1] == 103
+    assert data.nearest_rows(105, 28).tolist() == rows
+    assert all(rows[i] + rows[27 - i] == 104 for i in range(28))
+    rng = np.random.default_rng(0)
+    raw = rng.random((3, 4, 105, 105)) < 0.3
+    out = data.preprocess(raw).numpy()
+    np.testing.assert_array_equal(out, raw[..., rows, :][..., rows].astype(np.uint8) * 255)
+    assert set(np.unique(out).tolist()) == {0, 255}
+    # ... and the same as Pillow's own resize of the 1-bit image (True = paper for Pillow)
+    for c, d in ((0, 0), (2, 3)):
+        resized = Image.fromarray(~raw[c, d]).resize((28, 28))
+        assert resized.mode == "1"
+        np.testing.assert_array_equal(out[c, d] == 255, ~np.asarray(resized, dtype=bool))
+
+
+def test_unknown_preprocessing_is_refused():
+    with pytest.raises(ValueError, match="preprocessing 'bilinear' is not available"):
+        data.check_preprocessing("bilinear")
+    with pytest.raises(ValueError, match="not available"):
+        data.preprocess(np.zeros((1, 1, 105, 105), dtype=bool), "bilinear")
+    with pytest.raises(ValueError, match="not available"):
+        data.load_omniglot(preprocessing="bilinear")
+    assert data.check_preprocessing(AREA) == AREA
 
 
 def test_preprocess_matches_hand_computed_area_averages():
@@ -219,7 +263,7 @@ def test_preprocess_matches_hand_computed_area_averages():
     raw[0, 0, 0:4, 0:4] = True  # a 4x4 ink block in the corner
     raw[1, 0, 0:2, 5] = True  # 2 ink pixels of the 4x5 window (0, 1) only: 255 * 2/20 = 25.5
     raw[2, 0, 0:2, 4:7] = True  # 6 ink pixels of the window (0, 1) only: 255 * 6/20 = 76.5
-    out = data.preprocess(raw)[:, 0].numpy()
+    out = data.preprocess(raw, AREA)[:, 0].numpy()
     expected = np.zeros((3, 28, 28), dtype=np.uint8)
     expected[0, 0, 0] = 255  # 16/16
     expected[0, 0, 1] = 51  # rows 0..3 x col 3: 4 of 20
@@ -233,7 +277,7 @@ def test_preprocess_matches_hand_computed_area_averages():
 def test_preprocess_is_the_area_filter_on_random_images():
     rng = np.random.default_rng(0)
     raw = rng.random((3, 4, 105, 105)) < 0.3
-    out = data.preprocess(raw).numpy().astype(np.int64)
+    out = data.preprocess(raw, AREA).numpy().astype(np.int64)
     # Reference by explicit windows, in exact integer arithmetic.
     bounds = [(i * 105 // 28, -(-(i + 1) * 105 // 28)) for i in range(28)]
     expected = np.empty_like(out)
@@ -337,10 +381,24 @@ def test_prepare_refuses_a_result_that_differs_from_the_protocol(
     wrong = torch.load(built_cache / CACHE_NAME, weights_only=True)["images"].clone()
     wrong[0, 0, 0, 0] = 1
     monkeypatch.setattr(data, "load_raw", lambda *args, **kwargs: np.zeros((1, 1, 105, 105), dtype=bool))
-    monkeypatch.setattr(data, "preprocess", lambda raw: wrong)
-    with pytest.raises(data.DataError, match="does not reproduce the 'area-105to28-ink255' protocol"):
+    monkeypatch.setattr(data, "preprocess", lambda raw, preprocessing: wrong)
+    with pytest.raises(data.DataError, match="does not reproduce the 'pillow-nearest-105to28-ink255' protocol"):
         data.load_omniglot()
+    with pytest.raises(data.DataError, match="does not reproduce the 'area-105to28-ink255' protocol"):
+        data.load_omniglot(preprocessing=AREA)
     assert files_in(empty_cache) == []
+
+
+def test_each_preprocessing_has_its_own_cache(built_cache: Path, empty_cache: Path, omniglot_dir: Path):
+    area = data.load_omniglot(omniglot_dir, preprocessing=AREA)
+    assert tensor_sha256(area) == data.PREPROCESSINGS[AREA] != data.PREPROCESSED_SHA256
+    assert files_in(empty_cache) == [empty_cache / f"omniglot-{AREA}.pt"]
+    assert torch.load(empty_cache / f"omniglot-{AREA}.pt", weights_only=True)["preprocessing"] == AREA
+    assert len(torch.unique(area)) > 2  # grey levels, unlike the binary default
+    shutil.copy(built_cache / CACHE_NAME, empty_cache / CACHE_NAME)
+    nearest = data.load_omniglot()
+    assert tensor_sha256(nearest) == data.PREPROCESSED_SHA256 and set(torch.unique(nearest).tolist()) == {0, 255}
+    assert data.load_omniglot(preprocessing=AREA) is area  # memoised per cache file
 
 
 def test_a_crash_while_saving_leaves_no_partial_cache(
@@ -348,7 +406,7 @@ def test_a_crash_while_saving_leaves_no_partial_cache(
 ):
     images = torch.load(built_cache / CACHE_NAME, weights_only=True)["images"]
     monkeypatch.setattr(data, "load_raw", lambda *args, **kwargs: np.zeros((1, 1, 105, 105), dtype=bool))
-    monkeypatch.setattr(data, "preprocess", lambda raw: images)
+    monkeypatch.setattr(data, "preprocess", lambda raw, preprocessing: images)
 
     def crashing_save(obj, file):
         file.write(b"half a cache")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import stable_baselines3.common.env_checker as sb3_checker
 import torch
+from gymnasium.envs.registration import find_highest_version, parse_env_id
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
@@ -29,6 +30,9 @@ def cross_entropy_by_hand(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         "MetaOmniglot-5w5s",
         "MetaOmniglot-20w5s",
         "MetaOmniglot-5w1s-v0",
+        "MetaOmniglot-5w1s-v1",
+        "MetaOmniglot-Lake-20w1s",
+        "MetaOmniglot-LakeWithinAlphabet-20w1s-v1",
         "metabench:MetaOmniglot-20w1s",
         "MetaSinusoid-5shot",
         "MetaSinusoid-10shot-v0",
@@ -41,9 +45,33 @@ def test_every_documented_id_makes_an_env(env_id):
     assert env.action_space.shape == env.action_space.sample().shape
 
 
+OMNIGLOT_BASED_V0 = [
+    "MetaOmniglot-5w1s-v0",
+    "MetaOmniglot-5w5s-v0",
+    "MetaOmniglot-20w1s-v0",
+    "MetaOmniglot-20w5s-v0",
+    "MetaOptimizer-Omniglot-5w1s-v0",
+    "MetaAugment-Omniglot-5w1s-v0",
+    "MetaAugment-Omniglot-20w1s-v0",
+    "MetaNAS-Omniglot-5w1s-v0",
+    "MetaNAS-Omniglot-20w1s-v0",
+]
+NEW_IN_V1 = ["MetaOmniglot-Lake-20w1s-v1", "MetaOmniglot-LakeWithinAlphabet-20w1s-v1"]
+SINUSOID = ["MetaSinusoid-5shot-v0", "MetaSinusoid-10shot-v0", "MetaOptimizer-Sinusoid-v0"]
+
+
 def test_ids_are_versioned_and_listed():
-    assert all(env_id.endswith("-v0") for env_id in metabench.ENV_IDS)
-    assert len(metabench.ENV_IDS) == 12
+    v1 = [env_id.replace("-v0", "-v1") for env_id in OMNIGLOT_BASED_V0] + NEW_IN_V1
+    assert sorted(metabench.ENV_IDS) == sorted(OMNIGLOT_BASED_V0 + v1 + SINUSOID)
+    assert len(metabench.ENV_IDS) == len(set(metabench.ENV_IDS)) == 23
+    assert metabench.envs.DEPRECATED_IDS == set(OMNIGLOT_BASED_V0)  # the sinusoid envs have only v0, still current
+    for env_id in metabench.ENV_IDS:
+        namespace, name, _ = parse_env_id(env_id)
+        assert env_id in gym.registry and namespace is None
+        # an unversioned id resolves to the highest version: 1 for every Omniglot-based env
+        assert find_highest_version(None, name) == (1 if "Omniglot" in name else 0)
+    assert gym.make("MetaOmniglot-5w1s").spec.id == "MetaOmniglot-5w1s-v1"
+    assert gym.make("MetaSinusoid-5shot").spec.id == "MetaSinusoid-5shot-v0"
     with pytest.raises(gym.error.NameNotFound):
         gym.make("MetaOmniglott-5w1s")
     with pytest.raises(gym.error.VersionNotFound):
@@ -163,10 +191,24 @@ def test_split_and_scheme_are_arguments_with_their_protocol():
 
 def test_an_env_refuses_a_split_that_differs_from_its_pinned_version():
     pinned = {"vinyals": {"train": "0" * 64}}
-    with pytest.raises(RuntimeError, match="differs from the one this env version pins"):
+    with pytest.raises(RuntimeError, match=r"no installed vinyals/train split has the manifest sha256 000000000000"):
         MetaOmniglotEnv(manifest_sha256=pinned)
+    with pytest.raises(RuntimeError, match="reinstall metabench"):
+        MetaOmniglotEnv(split="test", scheme="lake", manifest_sha256={"lake": {"test": "f" * 64}})
     with pytest.raises(ValueError, match="preprocessing"):
         MetaOmniglotEnv(preprocessing="nearest")
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_a_pin_selects_the_edition_of_the_split(split):
+    v0 = MetaOmniglotEnv(split=split, manifest_sha256=metabench.envs.OMNIGLOT_V0_MANIFESTS)
+    v1 = MetaOmniglotEnv(split=split, manifest_sha256=metabench.envs.OMNIGLOT_V1_MANIFESTS)
+    assert v0.protocol["manifest_sha256"] == metabench.envs.OMNIGLOT_V0_MANIFESTS["vinyals"][split]
+    assert v1.protocol["manifest_sha256"] == metabench.envs.OMNIGLOT_V1_MANIFESTS["vinyals"][split]
+    assert v0.sampler.classes.tolist() == [list(c) for c in metabench.splits.manifest("vinyals", split, "v0")]
+    assert v1.sampler.classes.tolist() == [list(c) for c in metabench.splits.manifest("vinyals", split, "v1")]
+    unpinned = MetaOmniglotEnv(split=split)  # no pin: the current edition
+    assert unpinned.protocol["manifest_sha256"] == v1.protocol["manifest_sha256"]
 
 
 @pytest.mark.parametrize("env_id", ["MetaOmniglot-5w1s", "MetaOmniglot-20w5s", "MetaSinusoid-5shot"])

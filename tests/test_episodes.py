@@ -16,8 +16,8 @@ def images() -> torch.Tensor:
     return data.load_omniglot()
 
 
-def make_sampler(images, n_way=5, k_shot=1, n_query=15, split="train", scheme="vinyals"):
-    return OmniglotEpisodes(images, splits.class_table(scheme, split), n_way, k_shot, n_query)
+def make_sampler(images, n_way=5, k_shot=1, n_query=15, split="train", scheme="vinyals", edition=None, **kwargs):
+    return OmniglotEpisodes(images, splits.class_table(scheme, split, edition), n_way, k_shot, n_query, **kwargs)
 
 
 def generator(seed: int) -> torch.Generator:
@@ -113,13 +113,28 @@ def test_same_seed_same_tasks_and_different_seed_different_tasks(images):
     assert sampler.sample_index(4, generator(7)).sha256() == sampler.sample_index(4, generator(7)).sha256()
 
 
-def test_seeded_tasks_are_bit_for_bit_those_of_every_other_machine(images):
-    """Golden hash of the first 5w1s batch for seed 0: changes only if torch's CPU generator does."""
-    index = make_sampler(images).sample_index(32, generator(0))
-    assert index.sha256() == GOLDEN_5W1S_SEED0
-
-
-GOLDEN_5W1S_SEED0 = "bb12f73eb4803a5879e974a643d7d16bc8a2091af5da7bc477a4f14ae3fdd614"
+@pytest.mark.parametrize(
+    ("scheme", "edition", "n_way", "k_shot", "task_sampling", "golden"),
+    [
+        # env version 0: the vinyals v0 split (4400 train classes); the hash v0 has always had
+        ("vinyals", "v0", 5, 1, "uniform", "bb12f73eb4803a5879e974a643d7d16bc8a2091af5da7bc477a4f14ae3fdd614"),
+        # env version 1: the same sampler on the standard split's 4112 train classes
+        ("vinyals", "v1", 5, 1, "uniform", "39c4365b46465c0dcf2782d3c9b060bf296a51aaf3071606b12bcd32ffd77b30"),
+        ("vinyals", "v1", 20, 5, "uniform", "1b60f24915650c1bfa442dcf21fc820233923d502f165682392fba0398dc35b0"),
+        # MetaOmniglot-LakeWithinAlphabet-20w1s-v1's test tasks
+        ("lake", "v0", 20, 1, "within-alphabet", "bbbd8315a4fe1d4fd0c24d05110756711ed202ea2a17ecd38e5d6cf33fb58c87"),
+    ],
+)
+def test_seeded_tasks_are_bit_for_bit_those_of_every_other_machine(
+    images, scheme, edition, n_way, k_shot, task_sampling, golden
+):
+    """Golden hashes of the first batch of 32 tasks for seed 0: change only if torch's CPU generator does."""
+    split = "test" if scheme == "lake" else "train"
+    groups = torch.from_numpy(splits.alphabet_of_rows())[splits.class_table(scheme, split, edition)[:, 0]]
+    sampler = make_sampler(
+        images, n_way, k_shot, split=split, scheme=scheme, edition=edition, groups=groups, task_sampling=task_sampling
+    )
+    assert sampler.sample_index(32, generator(0)).sha256() == golden
 
 
 def test_bad_task_shapes_are_refused(images):

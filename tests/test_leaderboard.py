@@ -8,24 +8,30 @@ broken.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import torch
 
 from metabench import leaderboard
 from metabench.cli import main
+from metabench.evaluation import record_test_run
+from metabench.leaderboard import storage
 from metabench.training import train
 
 ENV = "MetaOmniglot-5w1s-v0"
 CODE = "https://github.com/example/metabench"
 PAPER = "https://arxiv.org/abs/1703.05175"
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def tree_state(root: Path) -> dict[str, str]:
@@ -89,6 +95,21 @@ def only_entry(root: Path) -> Path:
     return entry
 
 
+def parse_charts(page: str) -> list[ElementTree.Element]:
+    """The inline SVG charts of ``index.html``, each parsed as XML."""
+    return [ElementTree.fromstring(chart) for chart in re.findall(r"<svg .*?</svg>", page, flags=re.DOTALL)]
+
+
+def chart_points(chart: ElementTree.Element) -> list[tuple[str, str, bool]]:
+    """A chart's points as (entry, class, filled), each drawn as exactly one marker."""
+    points = []
+    for group in chart.iter(f"{SVG}g"):
+        if group.get("data-entry"):
+            (marker,) = group.iter(f"{SVG}use")
+            points.append((group.get("data-entry"), group.get("class"), "fill: #ffffff" not in marker.get("style")))
+    return points
+
+
 # --------------------------------------------------------------------------------------------- a valid submission
 
 
@@ -107,6 +128,7 @@ def test_valid_submission_end_to_end(evaluation: Path, submission: Path, tmp_pat
     assert record["env_id"] == ENV and record["name"] == entry.name
     assert entry.name.startswith("protonet-tiny-")
     assert record["metadata"]["test_data_for_model_selection"] is False
+    assert record["selection"] is None  # the checkpoint's folder keeps no record of test runs
     assert record["budget"]["iterations"] == 3 and record["budget"]["episodes_seen"] == 3
     assert record["seeds"] == {"training": 0, "test_episodes": 2026}
     assert record["command"] == summary["command"] and record["command"].startswith("metabench evaluate")
@@ -117,7 +139,12 @@ def test_valid_submission_end_to_end(evaluation: Path, submission: Path, tmp_pat
     assert f"## {ENV}" in readme and accuracy in readme and "unverified" in readme and entry.name in readme
     assert "3 it × 1 = 3 episodes" in readme
     html_page = (root / "index.html").read_text()
-    assert 'class="chart chart-accuracy"' in html_page and 'class="chart chart-compute"' in html_page
+    charts = parse_charts(html_page)
+    assert [chart.get("class") for chart in charts] == ["chart chart-accuracy", "chart chart-compute"]
+    for chart in charts:
+        assert chart.get("data-env") == ENV
+        assert "ProtoNet tiny" in [text.text for text in chart.iter(f"{SVG}text")]  # labelled with the method
+        assert chart_points(chart) == [(entry.name, "point unverified", False)]  # one hollow point: unverified
 
     # `metabench leaderboard` prints the table and rebuilding is deterministic (byte-identical views).
     before = tree_state(root)
@@ -175,6 +202,13 @@ def protocol(**values: object) -> Callable[[dict], None]:
     return lambda summary: summary["protocol"].update(values)
 
 
+def nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 def duplicate_line(lines: list[str]) -> list[str]:
     lines[10] = lines[9]
     return lines
@@ -194,10 +228,16 @@ class Exploit:
         return (Path.touch, (self.marker,))
 
 
-def unsafe_checkpoint(path: Path) -> None:
+def unsafe_checkpoint(path: Path, zipped: bool) -> None:
+    """A raw pickle, or a torch zip checkpoint with the exploit among its values."""
     import pickle
 
-    content = pickle.dumps(Exploit(path / "pwned"))
+    if zipped:
+        buffer = io.BytesIO()
+        torch.save({"format": "metabench-checkpoint/1", "learner": Exploit(path / "pwned")}, buffer)
+        content = buffer.getvalue()
+    else:
+        content = pickle.dumps(Exploit(path / "pwned"))
     (path / "checkpoint.pt").write_bytes(content)
     edit_json(path / "summary.json", lambda s: s["checkpoint"].update(sha256=hashlib.sha256(content).hexdigest()))
 
@@ -232,6 +272,10 @@ REFUSALS = [
     ("unregistered-env-id", (SUMMARY, summary_field(env_id="MetaOmniglot-7w1s-v0")), {}, "not registered"),
     ("path-as-env-id", (SUMMARY, summary_field(env_id="../../etc")), {}, "not a versioned id"),
     ("transductive-lie", (SUMMARY, summary_field(transductive=True)), {}, "transductive"),
+    ("nan-in-protocol", (SUMMARY, protocol(extra=float("nan"))), {}, "NaN is not a finite number"),
+    ("infinity-in-config", (SUMMARY, lambda s: s["training"]["config"].update(lr=float("inf"))), {}, "Infinity is"),
+    ("deep-config", (SUMMARY, lambda s: s["training"]["config"].update(deep=nested(100))), {}, "more than 32 levels"),
+    ("device-name-with-newline", (SUMMARY, lambda s: s["run"].update(device_name="cpu\n| x |")), {}, "control char"),
     ("budget-lie", (SUMMARY, lambda s: s["training"].update(iterations=60000)), {}, "training block"),
     ("malicious-entry-name", None, {"--name": "../../etc"}, "path component"),
     ("absolute-entry-name", None, {"--name": "/etc/passwd"}, "absolute path"),
@@ -241,10 +285,13 @@ REFUSALS = [
     ("missing-code-link", None, {"--code": None}, "code: Field required"),
     ("missing-method", None, {"--method": None}, "method: Field required"),
     ("javascript-link", None, {"--code": "javascript:alert(1)"}, "URL scheme should be 'http' or 'https'"),
-    ("test-data-used-for-selection", None, {"--test-data-for-model-selection": "yes"}, "not accepted"),
+    ("relative-code-path", None, {"--code": "../../etc/passwd"}, "neither an http(s) URL nor a file under baselines/"),
+    ("code-path-out-of-baselines", None, {"--code": "baselines/../../x.py"}, "neither an http(s) URL"),
+    ("link-splitting-the-table", None, {"--paper": "https://arxiv.org/a|b"}, "must not contain '|'"),
     ("selection-undeclared", None, {"--test-data-for-model-selection": None}, "test_data_for_model_selection"),
     ("other-checkpoint", ("checkpoint.pt", None), {}, "sha256"),
     ("unsafe-checkpoint", ("unsafe", None), {}, "weights_only=True"),
+    ("unsafe-torch-checkpoint", ("unsafe-zip", None), {}, "weights_only=True"),
 ]
 
 
@@ -273,8 +320,8 @@ def test_forged_or_broken_submissions_are_refused_and_leave_the_leaderboard_unto
             checkpoint = torch.load(submission / target, weights_only=True)
             checkpoint["iteration"] += 1
             torch.save(checkpoint, submission / target)
-        elif target == "unsafe":
-            unsafe_checkpoint(submission)
+        elif target.startswith("unsafe"):
+            unsafe_checkpoint(submission, zipped=target == "unsafe-zip")
         elif target.endswith(".jsonl"):
             edit_lines(submission / target, change)
         else:
@@ -286,6 +333,116 @@ def test_forged_or_broken_submissions_are_refused_and_leave_the_leaderboard_unto
     assert error.startswith("metabench: ") and expected in error, error
     assert tree_state(board_copy) == before
     assert not (submission / "pwned").exists()  # nothing was unpickled
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    """``path`` grown to ``size`` bytes without writing them."""
+    with open(path, "ab") as stream:
+        stream.truncate(size)
+    return path
+
+
+def huge(name: str, size: int) -> Callable[[Path], object]:
+    return lambda submission: sparse_file(submission / name, size)
+
+
+def link(name: str, target: str | None = None) -> Callable[[Path], None]:
+    """Replace ``name`` by a symbolic link to ``target``, by default to a 1 GiB file outside the submission."""
+
+    def forge(submission: Path) -> None:
+        (submission / name).unlink(missing_ok=True)
+        (submission / name).symlink_to(target or sparse_file(submission.parent / "huge", 2**30))
+
+    return forge
+
+
+def fifo(name: str) -> Callable[[Path], None]:
+    def forge(submission: Path) -> None:
+        (submission / name).unlink()
+        os.mkfifo(submission / name)
+
+    return forge
+
+
+def replace_text(name: str, old: str, new: str) -> Callable[[Path], None]:
+    def forge(submission: Path) -> None:
+        text = (submission / name).read_text()
+        assert old in text
+        (submission / name).write_text(text.replace(old, new, 1))
+
+    return forge
+
+
+def write_text(name: str, content: str) -> Callable[[Path], int]:
+    return lambda submission: (submission / name).write_text(content)
+
+
+PROTOCOL = '"protocol": {'
+METADATA = '{"method": "m", "code": "%s", "test_data_for_model_selection": false, "notes": %s}'
+# (id, how the submission folder is forged, expected message)
+UNTRUSTED_FILES = [
+    ("summary-linked-to-etc-passwd", link(SUMMARY, "/etc/passwd"), "summary.json at"),
+    ("checkpoint-linked-to-a-huge-file", link("checkpoint.pt"), "is a symbolic link"),
+    ("metadata-linked-outside", link("metadata.json", "/etc/passwd"), "is a symbolic link"),
+    ("test-runs-linked-outside", link("test_runs.jsonl", "/etc/passwd"), "is a symbolic link"),
+    ("summary-of-100-mb", huge(SUMMARY, 100 * 2**20), "is 104857600 bytes; the leaderboard accepts at most 1048576"),
+    ("episodes-over-the-limit", huge(EPISODES, 16 * 2**20 + 1), "accepts at most 16777216"),
+    ("metadata-over-the-limit", huge("metadata.json", 64 * 2**10 + 1), "accepts at most 65536"),
+    ("checkpoint-over-the-limit", huge("checkpoint.pt", 64 * 2**20 + 1), "accepts at most 67108864"),
+    ("summary-not-a-regular-file", fifo(SUMMARY), "is not a regular file"),
+    (
+        "deeply-nested-protocol",
+        replace_text(SUMMARY, PROTOCOL, PROTOCOL + '"deep": ' + "[" * 10_000 + "]" * 10_000 + ", "),
+        "nested more than 32 levels deep",
+    ),
+    ("overflowing-number", replace_text(SUMMARY, PROTOCOL, PROTOCOL + '"big": 1e400, '), "1e400 is not a finite"),
+    ("repeated-key", replace_text(SUMMARY, '"results": {', '"results": {}, "results": {'), "key(s) ['results']"),
+    ("nan-in-metadata", write_text("metadata.json", METADATA % (CODE, "NaN")), "NaN is not a finite number"),
+    ("unpaired-surrogate", write_text("metadata.json", METADATA % (CODE, '"\\ud800"')), "unpaired surrogate"),
+    ("deeply-nested-test-run", write_text("test_runs.jsonl", "[" * 10_000), "not a readable record of test runs"),
+]
+
+
+@pytest.mark.parametrize(("forge", "expected"), [u[1:] for u in UNTRUSTED_FILES], ids=[u[0] for u in UNTRUSTED_FILES])
+def test_untrusted_files_are_refused_with_a_clear_message(
+    forge, expected, submission: Path, board_copy: Path, capsys
+) -> None:
+    forge(submission)
+    before = tree_state(board_copy)
+    capsys.readouterr()
+    assert main(build_argv(submission, board_copy, {})) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("metabench: ") and expected in error, error
+    assert tree_state(board_copy) == before
+
+
+def test_declared_model_selection_is_checked_against_the_checkpoint_folders_test_runs(
+    board: Path, submission: Path, board_copy: Path, tmp_path: Path, capsys
+) -> None:
+    # The board's entry came from the run folder, whose record holds the one test run of its checkpoint.
+    selection = json.loads((only_entry(board) / "entry.json").read_text())["selection"]
+    assert selection == {"test_runs": 1, "checkpoints_tested": 1}
+    assert not leaderboard.load_entries(board)[0].test_selected
+
+    # Another checkpoint of the submission's folder was scored on test too: a declared "no" is refused.
+    summary = json.loads((submission / "summary.json").read_text())
+    record_test_run(submission / "checkpoint.pt", summary)
+    record_test_run(submission / "other.pt", summary | {"checkpoint": {"path": "other.pt", "sha256": "0" * 64}})
+    before = tree_state(board_copy)
+    capsys.readouterr()
+    assert main(submit_argv(submission, board_copy)) == 1
+    error = capsys.readouterr().err
+    assert "2 checkpoints, 1 of them not the submitted one" in error
+    assert "evaluate it there" in error and "--test-data-for-model-selection yes" in error
+    assert tree_state(board_copy) == before
+
+    # Declared "yes", it is stored, flagged test-selected.
+    root = tmp_path / "fresh"
+    assert main(build_argv(submission, root, {"--test-data-for-model-selection": "yes"})) == 0
+    assert "flagged test-selected" in capsys.readouterr().out
+    (entry,) = leaderboard.load_entries(root)
+    assert entry.test_selected and entry.record.metadata.test_data_for_model_selection
+    assert entry.record.selection == leaderboard.schema.Selection(test_runs=2, checkpoints_tested=2)
 
 
 def test_duplicates_are_refused(evaluation: Path, submission: Path, board_copy: Path, capsys) -> None:
@@ -303,7 +460,7 @@ def test_duplicates_are_refused(evaluation: Path, submission: Path, board_copy: 
     )
     rescored = {**valid.files, "episodes.jsonl": b"other records"}
     with pytest.raises(leaderboard.LeaderboardError, match="already holds this checkpoint"):
-        leaderboard._check_duplicates(
+        storage._check_duplicates(
             leaderboard.Submission(valid.summary, valid.records, valid.metadata, rescored, "x"),
             leaderboard.load_entries(board_copy),
             board_copy,
@@ -327,7 +484,7 @@ def test_a_failure_while_storing_leaves_no_partial_entry(submission: Path, board
     def broken_rename(source: str, target: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(leaderboard.os, "rename", broken_rename)
+    monkeypatch.setattr(storage.os, "rename", broken_rename)
     metadata = {"method": "ProtoNet tiny", "code": CODE, "test_data_for_model_selection": False}
     with pytest.raises(OSError, match="disk full"):
         leaderboard.submit(submission, metadata, root=board_copy)
@@ -365,7 +522,8 @@ def test_verify_marks_a_reproduced_entry_verified(board_copy: Path, capsys) -> N
     )
     readme = (board_copy / "README.md").read_text()
     assert "unverified" not in readme and "| verified |" in readme
-    assert 'class="point verified"' in (board_copy / "index.html").read_text()
+    for chart in parse_charts((board_copy / "index.html").read_text()):
+        assert chart_points(chart) == [(entry.name, "point verified", True)]  # now a filled point
     assert leaderboard.load_entries(board_copy)[0].verified
 
 
@@ -470,7 +628,7 @@ def test_html_page_renders_in_a_headless_browser(board: Path, tmp_path: Path) ->
     assert f'<tr class="entry" data-entry="{entry}">' in dom and "ProtoNet tiny" in dom
     for chart in ("chart chart-accuracy", "chart chart-compute"):
         assert f'<svg class="{chart}" data-env="{ENV}"' in dom
-    assert dom.count("<circle") == 2 and dom.count("<svg") == 2  # one point per entry in each chart
+    assert dom.count("<svg") == 2 and dom.count(f'class="point unverified" data-entry="{entry}"') == 2
     screenshot = tmp_path / "page.png"
     subprocess.run(
         [browser, *flags, f"--screenshot={screenshot}", "--window-size=1200,1400", page.as_uri()],
@@ -495,3 +653,130 @@ def test_protocol_check_compares_as_json_stores_it(monkeypatch):
     leaderboard.check_protocol(summary(["identity", "rotate"]))
     with pytest.raises(leaderboard.LeaderboardError, match="ops"):
         leaderboard.check_protocol(summary(["identity"]))
+
+
+# ---------------------------------------------------------------------------------- trust: the attacks of issue 12
+# What makes an entry verified is a re-run (CI's `metabench leaderboard check`), never a file someone wrote; copies of a
+# checkpoint are duplicates by content; unverified entries are never ranked with verified ones.
+
+
+def rewrite_episodes(path: Path, change) -> None:
+    """Apply ``change`` to every record of ``path/episodes.jsonl`` and recompute the summary's results from them."""
+    records = [json.loads(line) for line in (path / "episodes.jsonl").read_text().splitlines()]
+    for record in records:
+        change(record)
+    (path / "episodes.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    recomputed = leaderboard.recompute_results([leaderboard.EpisodeRecord(**record) for record in records])
+    edit_json(path / "summary.json", lambda s: s["results"].update(recomputed))
+
+
+def one_more_correct_query(record: dict) -> None:
+    """Raise an episode's accuracy by one query of 75 (the forger's +0.01 average is a few such episodes)."""
+    record["accuracy"] = min(1.0, round(record["accuracy"] * 75 + 1) / 75)
+    record["reward"] = record["reward"] * 0.9
+
+
+def add_extra_key(path: Path) -> None:
+    """Re-save the checkpoint with one extra key (new file bytes, same weights) and point the summary at it."""
+    checkpoint = torch.load(path / "checkpoint.pt", weights_only=True)
+    checkpoint["learner"]["padding"] = torch.zeros(3)
+    checkpoint["learner"] = dict(reversed(list(checkpoint["learner"].items())))  # and reorder it
+    torch.save(checkpoint, path / "checkpoint.pt")
+    digest = hashlib.sha256((path / "checkpoint.pt").read_bytes()).hexdigest()
+    edit_json(path / "summary.json", lambda s: s["checkpoint"].update(sha256=digest))
+
+
+def test_inflated_copy_with_an_extra_checkpoint_key_is_refused_as_a_duplicate(
+    submission: Path, board_copy: Path, capsys
+) -> None:
+    rewrite_episodes(submission, one_more_correct_query)
+    add_extra_key(submission)
+    before = tree_state(board_copy)
+    assert main(submit_argv(submission, board_copy, method="ProtoNet improved")) == 1
+    assert "already holds this checkpoint's weights" in capsys.readouterr().err
+    assert tree_state(board_copy) == before
+
+
+def test_weights_fingerprint_ignores_names_order_and_extra_keys_but_not_values(evaluation: Path, tmp_path: Path):
+    original = (evaluation.parent / "checkpoint.pt").read_bytes()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "checkpoint.pt").write_bytes(original)
+    (copy / "summary.json").write_text('{"checkpoint": {}}')
+    add_extra_key(copy)
+    base = leaderboard.weights_fingerprint(original)
+    padded = leaderboard.weights_fingerprint((copy / "checkpoint.pt").read_bytes())
+    assert not base - padded and padded - base  # the copy holds every tensor of the original
+    checkpoint = torch.load(copy / "checkpoint.pt", weights_only=True)
+    checkpoint["learner"]["params"]["conv0.weight"] += 1e-3
+    torch.save(checkpoint, copy / "checkpoint.pt")
+    assert base - leaderboard.weights_fingerprint((copy / "checkpoint.pt").read_bytes())  # new weights: not a copy
+
+
+def test_a_hand_written_verification_is_caught_by_the_check(board_copy: Path, capsys) -> None:
+    entry = only_entry(board_copy)
+    rewrite_episodes(entry, one_more_correct_query)  # forge the stored results in place ...
+    episodes = hashlib.sha256((entry / "episodes.jsonl").read_bytes()).hexdigest()
+    summary = hashlib.sha256((entry / "summary.json").read_bytes()).hexdigest()
+    edit_json(entry / "entry.json", lambda e: e["files"].update({"episodes.jsonl": episodes, "summary.json": summary}))
+    checkpoint = json.loads((entry / "entry.json").read_text())["files"]["checkpoint.pt"]
+    verification = {  # ... and claim a re-run that never happened
+        "format": "metabench-leaderboard-verification/1",
+        "verified": True,
+        "checkpoint_sha256": checkpoint,
+        "episodes_sha256": episodes,
+        "device": "cpu",
+        "episodes": 1000,
+    }
+    (entry / "verification.json").write_text(json.dumps(verification))
+    assert leaderboard.load_entries(board_copy)[0].verified  # the file alone would display it as verified
+    before = tree_state(board_copy)
+    assert main(["leaderboard", "check", "--root", str(board_copy)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {ENV}/{entry.name}: spot check" in out and "re-scored episodes differ" in out
+    assert tree_state(board_copy) == before  # the check writes nothing
+
+
+def test_check_spot_checks_verified_entries_and_fully_reruns_the_others(board_copy: Path, capsys) -> None:
+    entry = only_entry(board_copy)
+    (report,) = leaderboard.check(board_copy)
+    assert report.passed and report.mode.startswith("full re-run") and report.episodes == 1000
+    assert leaderboard.verify(f"{ENV}/{entry.name}", board_copy).verified
+    (report,) = leaderboard.check(board_copy)
+    assert report.passed and report.mode == "spot check" and report.episodes == leaderboard.SPOT_CHECK_TASKS
+    assert main(["leaderboard", "check", "--root", str(board_copy)]) == 0
+    assert f"ok   {ENV}/{entry.name}: spot check, 50 episodes reproduced" in capsys.readouterr().out
+
+
+def test_spot_check_episodes_are_drawn_from_the_entry_and_move_with_it(board_copy: Path) -> None:
+    (stored,) = leaderboard.load_entries(board_copy)
+    sample = leaderboard.spot_check_episodes(stored)
+    assert sample == leaderboard.spot_check_episodes(stored) and len(set(sample)) == 50
+    assert all(0 <= i < 1000 for i in sample) and sample == sorted(sample)
+    assert len({i // 25 for i in sample}) == 2  # two whole blocks of the evaluation's 25-episode chunks
+    edit_json(stored.path / "entry.json", lambda e: e["metadata"].update(notes="edited"))
+    (edited,) = leaderboard.load_entries(board_copy)
+    assert leaderboard.spot_check_episodes(edited) != sample
+
+
+def test_unverified_entries_are_listed_apart_from_the_ranking(board_copy: Path, submission: Path) -> None:
+    verified = only_entry(board_copy)
+    assert leaderboard.verify(f"{ENV}/{verified.name}", board_copy).verified
+    # a genuinely different checkpoint with better (forged) results stays unverified: it is not ranked above
+    checkpoint = torch.load(submission / "checkpoint.pt", weights_only=True)
+    checkpoint["learner"]["params"]["conv0.weight"] += 1e-3
+    torch.save(checkpoint, submission / "checkpoint.pt")
+    digest = hashlib.sha256((submission / "checkpoint.pt").read_bytes()).hexdigest()
+    edit_json(submission / "summary.json", lambda s: s["checkpoint"].update(sha256=digest))
+    rewrite_episodes(submission, one_more_correct_query)
+    leaderboard.submit(
+        submission,
+        {"method": "ProtoNet improved", "code": CODE, "test_data_for_model_selection": False},
+        root=board_copy,
+        checkpoint=submission / "checkpoint.pt",
+    )
+    readme = (board_copy / "README.md").read_text()
+    ranked, apart = readme.split("**Unverified (not ranked with verified entries)**")
+    assert "ProtoNet tiny" in ranked and "ProtoNet improved" not in ranked
+    assert "| 1 | ProtoNet improved" in apart
+    assert "Protocol: 1,000 test episodes" in readme

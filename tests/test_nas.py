@@ -201,9 +201,9 @@ def test_reward_never_reads_the_test_split(monkeypatch):
     requested = []
     class_table = splits.class_table
 
-    def recording(scheme: str, split: str):
+    def recording(scheme: str, split: str, edition: str | None = None):
         requested.append(split)
-        return class_table(scheme, split)
+        return class_table(scheme, split, edition)
 
     monkeypatch.setattr(splits, "class_table", recording)
     env = tiny_env("oneshot")

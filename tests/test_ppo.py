@@ -21,8 +21,12 @@ TINY = {"n_steps": 8, "batch_size": 8, "n_epochs": 2, "net_arch": [16]}
 @pytest.fixture(scope="module")
 def augment_run(tmp_path_factory):
     """PPO for 16 one-step episodes of a tiny MetaAugment (tiny body, 2 tasks per step), via the CLI."""
-    body = pretrained_body(
-        out_dir=tmp_path_factory.mktemp("body"), iterations=2, config={"width": 16, "batch_size": 16}, progress=False
+    body = pretrained_body(  # a v0 env needs a body pretrained on a v0 id (its split edition and preprocessing)
+        "MetaOmniglot-5w1s-v0",
+        out_dir=tmp_path_factory.mktemp("body"),
+        iterations=2,
+        config={"width": 16, "batch_size": 16},
+        progress=False,
     )
     out = tmp_path_factory.mktemp("ppo")
     env_kwargs = [f"checkpoint={body}", "tasks_per_step=2", "copies=1"]

@@ -195,8 +195,16 @@ def test_search_seeds_the_task_stream_and_never_uses_test(tmp_path):
     assert [row["reward"] for row in a.trace] == [row["reward"] for row in b.trace]
     assert [row["reward"] for row in a.trace] != [row["reward"] for row in c.trace]
     fixed = search(
-        "random", env_id, evaluations=6, out_dir=tmp_path / "f", seed=2, episodes=2, fixed_tasks=True,
-        env_kwargs=kwargs, config={}, progress=False,
+        "random",
+        env_id,
+        evaluations=6,
+        out_dir=tmp_path / "f",
+        seed=2,
+        episodes=2,
+        fixed_tasks=True,
+        env_kwargs=kwargs,
+        config={},
+        progress=False,
     )
 
     def noise(trace):  # the reward's seeded offset: reward + distance to the target

@@ -10,8 +10,9 @@ import torch
 
 from metabench import evaluation
 from metabench.cli import main
+from metabench.envs import OMNIGLOT_V1_MANIFESTS
 from metabench.evaluation import evaluate
-from metabench.training import load_checkpoint, train
+from metabench.training import VAL_SEED, build_learner, load_checkpoint, train
 
 SMALL = {"width": 8, "meta_batch": 2}
 
@@ -204,3 +205,90 @@ def test_cli_train_then_evaluate_and_its_clear_errors(tmp_path, capsys):
     ]:
         assert main(argv) == 1
         assert message in capsys.readouterr().err
+
+
+TINY_PROTONET = {"width": 8, "train_way": 10}
+LAKE = {"scheme": "lake"}
+
+
+def test_env_kwargs_are_stored_rebuilt_recorded_and_pinned_on_resume(tmp_path):
+    """A run on env arguments beyond the id's (here the lake split) keeps them everywhere it goes."""
+    env_id = "MetaOmniglot-5w1s-v1"
+
+    def run(iterations: int, env_kwargs: dict | None):
+        return train(
+            "protonet",
+            env_id,
+            tmp_path,
+            iterations=iterations,
+            config=TINY_PROTONET,
+            val_interval=2,
+            val_episodes=5,
+            progress=False,
+            env_kwargs=env_kwargs,
+        )
+
+    path = run(2, LAKE)
+    state = torch.load(path, weights_only=True)
+    assert state["env_kwargs"] == LAKE
+    learner, checkpoint = load_checkpoint(path)  # rebuilt with them
+    assert learner.task["scheme"] == "lake" and learner.task["env_kwargs"] == LAKE
+    assert learner.task["manifest_sha256"] == OMNIGLOT_V1_MANIFESTS["lake"]["val"]
+    # validation during training ran on the lake val split
+    val, _ = evaluate(
+        learner, env_id, split="val", n_episodes=5, seed=VAL_SEED, progress=False, env_kwargs=checkpoint["env_kwargs"]
+    )
+    assert checkpoint["history"][-1]["val_accuracy"] == val["results"]["accuracy_mean"]
+    assert val["protocol"]["manifest_sha256"] == OMNIGLOT_V1_MANIFESTS["lake"]["val"]
+
+    summary, _ = evaluate(learner, env_id, n_episodes=5, progress=False, env_kwargs=LAKE)
+    assert summary["protocol"]["env_kwargs"] == LAKE  # such a score never passes for the registered protocol's
+    assert summary["protocol"]["scheme"] == "lake"
+    assert summary["protocol"]["manifest_sha256"] == OMNIGLOT_V1_MANIFESTS["lake"]["test"]
+    plain, _ = evaluate(learner, env_id, n_episodes=5, progress=False)
+    assert "env_kwargs" not in plain["protocol"] and plain["protocol"]["scheme"] == "vinyals"
+    assert plain["protocol"] == evaluation.test_protocol(env_id, n_episodes=5)
+
+    for other in (None, {"scheme": "vinyals"}, {**LAKE, "task_sampling": "within-alphabet"}):
+        with pytest.raises(ValueError, match="was trained with env arguments"):
+            run(4, other)
+    assert load_checkpoint(run(3, dict(LAKE)))[1]["iteration"] == 3  # the same arguments resume
+
+
+def test_env_kwargs_that_are_the_harnesss_own_are_refused(tmp_path):
+    assert evaluation.check_env_kwargs(None) == {}
+    for reserved in ({"split": "test"}, {"device": "cpu", "scheme": "lake"}):
+        with pytest.raises(ValueError, match="set by the harness"):
+            evaluation.check_env_kwargs(reserved)
+        with pytest.raises(ValueError, match="set by the harness"):
+            build_learner("protonet", "MetaOmniglot-5w1s-v1", TINY_PROTONET, env_kwargs=reserved)
+        with pytest.raises(ValueError, match="set by the harness"):
+            train("protonet", "MetaOmniglot-5w1s-v1", tmp_path, iterations=1, env_kwargs=reserved, progress=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_cli_train_and_evaluate_with_env_kwargs(tmp_path, capsys):
+    out = tmp_path / "run"
+    env_id = "MetaOmniglot-5w1s-v1"
+    tiny = ["--iterations", "2", "--val-interval", "2", "--val-episodes", "2", "--config", "width=8", "train_way=10"]
+    train_argv = ["train", "protonet", "--env", env_id, *tiny, "--out", str(out)]
+    assert main([*train_argv, "--env-kwargs", "scheme=lake"]) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["env_kwargs"] == LAKE and state["training"]["command"].endswith("--env-kwargs scheme=lake")
+
+    evaluate_argv = ["evaluate", "--agent", "protonet", "--checkpoint", str(out / "checkpoint.pt"), "--env", env_id]
+    assert main([*evaluate_argv, "--episodes", "5"]) == 0  # the checkpoint's env arguments by default
+    summary = json.loads((out / f"evaluation-{env_id}" / "summary.json").read_text())
+    assert summary["protocol"]["env_kwargs"] == LAKE and summary["protocol"]["scheme"] == "lake"
+    assert summary["protocol"]["manifest_sha256"] == OMNIGLOT_V1_MANIFESTS["lake"]["test"]
+    assert main([*evaluate_argv, "--episodes", "5", "--env-kwargs", "scheme=vinyals"]) == 0  # overridden
+    summary = json.loads((out / f"evaluation-{env_id}" / "summary.json").read_text())
+    assert summary["protocol"]["env_kwargs"] == {"scheme": "vinyals"}
+    assert summary["protocol"]["manifest_sha256"] == OMNIGLOT_V1_MANIFESTS["vinyals"]["test"]
+
+    capsys.readouterr()
+    assert main([*train_argv, "--env-kwargs", "scheme=vinyals"]) == 1  # resuming on other arguments
+    assert "was trained with env arguments" in capsys.readouterr().err
+    other = tmp_path / "other"
+    assert main(["train", "protonet", "--env", env_id, *tiny, "--out", str(other), "--env-kwargs", "split=test"]) == 1
+    assert "set by the harness" in capsys.readouterr().err and not (other / "checkpoint.pt").exists()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from metabench import data
 from metabench.envs.augment import DEFAULT_TEMPERATURE, MetaAugmentEnv
 from metabench.envs.nas import DEFAULT_FIDELITY, DEFAULT_VAL_EPISODES, MetaNASEnv
 from metabench.envs.omniglot import MetaOmniglotEnv, MetaOmniglotVectorEnv
@@ -44,30 +43,137 @@ OMNIGLOT_V0_MANIFESTS = {
     },
 }
 
+#: Version 1: the standard Vinyals et al. (2016) split (``vinyals`` edition v1) and the same ``lake`` split.
+OMNIGLOT_V1_MANIFESTS = {
+    "vinyals": {
+        "train": "4c40ad99e6e61107b8da5b9455cd04208a0aa457969f78f11bd8f8303d047d48",
+        "val": "a35444bf6c791ac4055fbefedbe79288783f46e6dbfe344565a20f2ff3b7a7b5",
+        "test": "da7e4de1cbad0e49a59366904e1f9cfb532c33c27ad0ffb722bc9895ba8aa5ca",
+    },
+    "lake": OMNIGLOT_V0_MANIFESTS["lake"],
+}
+#: What changed from one version of the Omniglot-based envs to the next (see CHANGELOG.md).
+OMNIGLOT_VERSIONS = {
+    0: {
+        "preprocessing": "area-105to28-ink255",
+        "manifest_sha256": OMNIGLOT_V0_MANIFESTS,
+        # the body the v0 MetaAugment results were computed with; it was never shipped (see CHANGELOG.md)
+        "body_sha256": "65a3223e8b0d096b6ee2ceedbcbc92254241449572893e126d95d60d4cec8f5d",
+    },
+    1: {
+        "preprocessing": "pillow-nearest-105to28-ink255",
+        "manifest_sha256": OMNIGLOT_V1_MANIFESTS,
+        "body_sha256": "408bb899a826ed8dedeb92d402ffd1e5fb285be2bfc5890b232417163e6787db",
+    },
+}
+
 ENV_IDS: list[str] = []
+#: Ids kept registered so that their results stay valid and verifiable, but superseded by a newer version.
+DEPRECATED_IDS: set[str] = set()
 
 
 def _register(env_id: str, entry_point: str, vector_entry_point: str | None, kwargs: dict) -> None:
     if env_id not in registry:
         register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point, kwargs=kwargs)
     ENV_IDS.append(env_id)
+    if env_id.endswith("-v0") and "scheme" in kwargs:
+        DEPRECATED_IDS.add(env_id)
 
 
-for n_way, k_shot in OMNIGLOT_TASKS:
+for version, pins in OMNIGLOT_VERSIONS.items():
+    data_pins = {"preprocessing": pins["preprocessing"], "manifest_sha256": pins["manifest_sha256"]}
+    # version 1 records the task sampling in the protocol; version 0 predates it (uniform)
+    sampling = {"task_sampling": "uniform"} if version >= 1 else {}
+    for n_way, k_shot in OMNIGLOT_TASKS:
+        _register(
+            f"MetaOmniglot-{n_way}w{k_shot}s-v{version}",
+            "metabench.envs.omniglot:MetaOmniglotEnv",
+            "metabench.envs.omniglot:MetaOmniglotVectorEnv",
+            {
+                "n_way": n_way,
+                "k_shot": k_shot,
+                "n_query": 15,
+                "split": "train",
+                "scheme": "vinyals",
+                **data_pins,
+                **sampling,
+            },
+        )
+    if version >= 1:
+        # The official Lake protocol: background alphabets to learn from, evaluation alphabets to test on;
+        # tasks of classes from anywhere in the split, or all from one alphabet (Lake et al. 2015's one-shot task).
+        for name, task_sampling in (("Lake", "uniform"), ("LakeWithinAlphabet", "within-alphabet")):
+            _register(
+                f"MetaOmniglot-{name}-20w1s-v{version}",
+                "metabench.envs.omniglot:MetaOmniglotEnv",
+                "metabench.envs.omniglot:MetaOmniglotVectorEnv",
+                {
+                    "n_way": 20,
+                    "k_shot": 1,
+                    "n_query": 15,
+                    "split": "train",
+                    "scheme": "lake",
+                    **data_pins,
+                    "task_sampling": task_sampling,
+                },
+            )
+    # MetaOptimizer: the agent is the learner's optimizer (per-layer learning rates), T = 10 SGD steps per task
     _register(
-        f"MetaOmniglot-{n_way}w{k_shot}s-v0",
-        "metabench.envs.omniglot:MetaOmniglotEnv",
-        "metabench.envs.omniglot:MetaOmniglotVectorEnv",
+        f"MetaOptimizer-Omniglot-5w1s-v{version}",
+        "metabench.envs.optimizer:MetaOptimizerEnv",
+        None,
         {
-            "n_way": n_way,
-            "k_shot": k_shot,
+            "task": "omniglot",
+            "steps": 10,
+            "reward_mode": "final",
+            "init_seed": 0,
+            "n_way": 5,
+            "k_shot": 1,
             "n_query": 15,
             "split": "train",
             "scheme": "vinyals",
-            "preprocessing": data.PREPROCESSING,
-            "manifest_sha256": OMNIGLOT_V0_MANIFESTS,
+            **data_pins,
         },
     )
+    # MetaAugment: the agent is a data-augmentation policy of the support set; searched on val, 32 tasks per step
+    for n_way in (5, 20):
+        _register(
+            f"MetaAugment-Omniglot-{n_way}w1s-v{version}",
+            "metabench.envs.augment:MetaAugmentEnv",
+            None,
+            {
+                "n_way": n_way,
+                "k_shot": 1,
+                "n_query": 15,
+                "split": "val",
+                "scheme": "vinyals",
+                "sub_policies": 5,
+                "copies": 4,
+                "tasks_per_step": 32,
+                "learner": "finetune",
+                "temperature": DEFAULT_TEMPERATURE,
+                **data_pins,
+                "body_sha256": pins["body_sha256"],
+            },
+        )
+    # MetaNAS: the agent designs ProtoNets' embedding network (4 cells x 3 decisions); trained on train, scored on val
+    for n_way in (5, 20):
+        _register(
+            f"MetaNAS-Omniglot-{n_way}w1s-v{version}",
+            "metabench.envs.nas:MetaNASEnv",
+            None,
+            {
+                "n_way": n_way,
+                "k_shot": 1,
+                "n_query": 15,
+                "mode": "sequential",
+                "fidelity": DEFAULT_FIDELITY,
+                "train_seed": 0,
+                "val_episodes": DEFAULT_VAL_EPISODES,
+                "scheme": "vinyals",
+                **data_pins,
+            },
+        )
 for k_shot in SINUSOID_SHOTS:
     _register(
         f"MetaSinusoid-{k_shot}shot-v0",
@@ -75,68 +181,9 @@ for k_shot in SINUSOID_SHOTS:
         "metabench.envs.sinusoid:MetaSinusoidVectorEnv",
         {"k_shot": k_shot, "n_query": 10},
     )
-# MetaOptimizer: the agent is the learner's optimizer (per-layer learning rates), T = 10 SGD steps per task
-_register(
-    "MetaOptimizer-Omniglot-5w1s-v0",
-    "metabench.envs.optimizer:MetaOptimizerEnv",
-    None,
-    {
-        "task": "omniglot",
-        "steps": 10,
-        "reward_mode": "final",
-        "init_seed": 0,
-        "n_way": 5,
-        "k_shot": 1,
-        "n_query": 15,
-        "split": "train",
-        "scheme": "vinyals",
-        "preprocessing": data.PREPROCESSING,
-        "manifest_sha256": OMNIGLOT_V0_MANIFESTS,
-    },
-)
 _register(
     "MetaOptimizer-Sinusoid-v0",
     "metabench.envs.optimizer:MetaOptimizerEnv",
     None,
     {"task": "sinusoid", "steps": 10, "reward_mode": "final", "init_seed": 0, "k_shot": 10, "n_query": 10},
 )
-# MetaAugment: the agent is a data-augmentation policy of the support set; searched on val, 32 tasks per step
-for n_way in (5, 20):
-    _register(
-        f"MetaAugment-Omniglot-{n_way}w1s-v0",
-        "metabench.envs.augment:MetaAugmentEnv",
-        None,
-        {
-            "n_way": n_way,
-            "k_shot": 1,
-            "n_query": 15,
-            "split": "val",
-            "scheme": "vinyals",
-            "sub_policies": 5,
-            "copies": 4,
-            "tasks_per_step": 32,
-            "learner": "finetune",
-            "temperature": DEFAULT_TEMPERATURE,
-            "preprocessing": data.PREPROCESSING,
-            "manifest_sha256": OMNIGLOT_V0_MANIFESTS,
-        },
-    )
-# MetaNAS: the agent designs ProtoNets' embedding network (4 cells x 3 decisions); trained on train, scored on val
-for n_way in (5, 20):
-    _register(
-        f"MetaNAS-Omniglot-{n_way}w1s-v0",
-        "metabench.envs.nas:MetaNASEnv",
-        None,
-        {
-            "n_way": n_way,
-            "k_shot": 1,
-            "n_query": 15,
-            "mode": "sequential",
-            "fidelity": DEFAULT_FIDELITY,
-            "train_seed": 0,
-            "val_episodes": DEFAULT_VAL_EPISODES,
-            "scheme": "vinyals",
-            "preprocessing": data.PREPROCESSING,
-            "manifest_sha256": OMNIGLOT_V0_MANIFESTS,
-        },
-    )

@@ -50,22 +50,25 @@ support set is deliberately not shown (a policy that looks at the task would be 
 
 Split: ``split="val"`` by default, for the search; report the found policy on ``split="test"``. The
 reward never uses the test classes unless asked. The body is pretrained on the ``train`` split of
-the ``vinyals`` scheme.
+the ``vinyals`` scheme (of the env version's edition and preprocessing).
 
 Test protocol: :data:`TEST_EPISODES` = 32 episodes (``test_episodes``; ``horizon`` = 1 step each), so
 with the default 32 tasks per step a policy is scored on 1024 test tasks (``metabench evaluate
 --agent open-loop``: episode ``i`` is ``reset(seed=2026 + i)``); ``tasks`` is the
 :class:`~metabench.episodes.Episodes` of the last reset, which the harness hashes into the protocol.
 
-Pretrained body: by default :func:`pretrained_body` trains it once with metabench's own training code
-(``metabench.training.train("pretrain", "MetaOmniglot-5w1s-v0", ..., iterations=1500)``, the body
-that the ``pretrain`` baseline's defaults were tuned with; 16 s on an H100, minutes on a CPU) and caches it under
-``metabench.data.cache_dir()/augment``; build it ahead with ``python -c "from metabench.envs.augment
-import pretrained_body; pretrained_body(device='cuda')"``. ``checkpoint=`` takes any ``pretrain``
-checkpoint instead (its scheme must be the env's). The body is trained on the env's device the first
-time; bodies trained on different devices differ in their last bits, so
-``env.unwrapped.protocol["body_sha256"]`` identifies the weights that the rewards were computed with
-(compare policies with one body). With a given body, CPU and GPU rewards agree to about 1e-4.
+Pretrained body: a fixed artifact. The registered spec pins ``body_sha256`` (the hash of its weights and
+running statistics) and the env loads that body from the files shipped with metabench
+(``metabench/protocols/augment/``), checks it, and never trains one on the fly. It was made once by
+:func:`pretrained_body` with metabench's own training code
+(``metabench.training.train("pretrain", "MetaOmniglot-5w1s-v1", ..., iterations=1500)``) and
+:func:`export_body` (the body that the ``pretrain`` baseline's defaults were tuned with). The version-0
+body was never shipped (it was trained on the machine that scored v0's policies, and training it again
+gives other bits), so v0 MetaAugment envs need ``checkpoint=``. ``checkpoint=`` takes any ``pretrain``
+checkpoint or body file instead (its scheme and preprocessing must be the env's);
+``env.unwrapped.protocol["body_sha256"]`` identifies the weights that the rewards were computed with, so
+a score with another body is never taken for the registered protocol's. With a given body, CPU and GPU
+rewards agree to about 1e-4.
 
 Seeding: ``reset(seed=s)`` draws the tasks from a CPU generator seeded with ``s`` (as MetaOmniglot
 draws ``tasks_per_step`` tasks), then one integer ``randint(2**63 - 1)`` from it seeds the generator
@@ -99,14 +102,17 @@ DEFAULT_TEMPERATURE = 50.0
 LEARNERS = ("prototypes", "finetune")
 FINETUNE_STEPS = 100
 FINETUNE_LR = 0.03
-PRETRAIN_ENV_ID = "MetaOmniglot-5w1s-v0"
+PRETRAIN_ENV_ID = "MetaOmniglot-5w1s-v1"
+BODY_FORMAT = "metabench-augment-body/1"
+#: Where the bodies that registered MetaAugment versions pin are shipped (package data).
+SHIPPED_BODIES = Path(__file__).resolve().parents[1] / "protocols" / "augment"
 PRETRAIN_ITERATIONS = 1500
 EMBED_CHUNK = 1024
 TEST_EPISODES = 32
 
 
 def pretrained_body(
-    scheme: str = "vinyals",
+    env_id: str = PRETRAIN_ENV_ID,
     device: str | torch.device = "cpu",
     iterations: int = PRETRAIN_ITERATIONS,
     seed: int = 0,
@@ -116,21 +122,18 @@ def pretrained_body(
 ) -> Path:
     """The checkpoint of the ``pretrain`` baseline that MetaAugment's learner uses, trained once and cached.
 
-    Trains with :func:`metabench.training.train` on the ``train`` split of ``MetaOmniglot-5w1s-v0``
-    (the ``vinyals`` scheme: the only one the registered training env offers) for ``iterations`` steps
-    into ``out_dir`` (default ``cache_dir()/augment/pretrain-vinyals-{iterations}it-seed{seed}``), or
-    returns the finished checkpoint found there. ``config`` overrides hyperparameters (e.g. a small
+    Trains with :func:`metabench.training.train` on the ``train`` split of the MetaOmniglot id ``env_id``
+    (its scheme, split edition and preprocessing; default :data:`PRETRAIN_ENV_ID`) for ``iterations``
+    steps into ``out_dir`` (default ``cache_dir()/augment/pretrain-{env_id}-{iterations}it-seed{seed}``),
+    or returns the finished checkpoint found there. ``config`` overrides hyperparameters (e.g. a small
     ``{"width": 16}`` for tests).
     """
     from metabench.training import train  # imports the evaluation harness: only when training
 
-    if scheme != "vinyals":
-        raise ValueError(
-            f"the cached body is trained on the vinyals scheme; for scheme {scheme!r} pass checkpoint= a "
-            "pretrain checkpoint trained on that scheme's train split"
-        )
+    if not env_id.startswith("MetaOmniglot-") or env_id not in gym.registry:
+        raise ValueError(f"the body is pretrained on a registered MetaOmniglot id, not {env_id!r}")
     if out_dir is None:
-        out_dir = data.cache_dir() / "augment" / f"pretrain-{scheme}-{iterations}it-seed{seed}"
+        out_dir = data.cache_dir() / "augment" / f"pretrain-{env_id}-{iterations}it-seed{seed}"
     path = Path(out_dir) / "checkpoint.pt"
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -139,7 +142,7 @@ def pretrained_body(
     print(f"MetaAugment: pretraining its base learner's body ({iterations} iterations) into {path}", file=sys.stderr)
     return train(
         "pretrain",
-        PRETRAIN_ENV_ID,
+        env_id,
         out_dir,
         iterations=iterations,
         config=config,
@@ -149,6 +152,37 @@ def pretrained_body(
         val_episodes=200 if iterations >= 500 else 10,
         progress=progress,
     )
+
+
+def export_body(checkpoint: str | Path, folder: str | Path | None = None) -> Path:
+    """Write the body of a ``pretrain`` checkpoint (weights without the head, running statistics, config) as
+    ``body-<sha256[:16]>.pt`` into ``folder`` (default: the package's shipped bodies) and return its path.
+
+    This is how a registered body is made (once, from :func:`pretrained_body`'s checkpoint); the env then
+    only ever loads it, by the sha256 its registered spec pins.
+    """
+    from metabench.training import load_checkpoint  # imports the evaluation harness: only when exporting
+
+    learner, state = load_checkpoint(checkpoint)
+    digest = _body_sha256(learner)
+    body = {name: value.detach().cpu() for name, value in learner.params.items() if not name.startswith("head.")}
+    out = Path(folder) if folder is not None else SHIPPED_BODIES
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"body-{digest[:16]}.pt"
+    data.save_atomic(
+        {
+            "format": BODY_FORMAT,
+            "env_id": state["env_id"],
+            "config": state["config"],
+            "seed": state["seed"],
+            "iteration": state["iteration"],
+            "params": body,
+            "running": {name: value.cpu() for name, value in learner.running.items()},
+            "sha256": digest,
+        },
+        path,
+    )
+    return path
 
 
 class MetaAugmentEnv(gym.Env):
@@ -163,7 +197,10 @@ class MetaAugmentEnv(gym.Env):
         tasks_per_step: tasks scored per step (default 32).
         temperature: prototype logits are ``-|q - c|^2 / temperature`` (default :data:`DEFAULT_TEMPERATURE`).
         learner: ``"finetune"`` (default) or ``"prototypes"``: how the learner adapts to the augmented support.
-        checkpoint: a ``pretrain`` checkpoint whose body embeds the images; default :func:`pretrained_body`.
+        checkpoint: a ``pretrain`` checkpoint (or a body file of :func:`export_body`) whose body embeds the
+            images, instead of the shipped body that ``body_sha256`` names.
+        body_sha256: the body the registered version pins (:func:`_body_sha256` of its weights): loaded from
+            the files shipped with metabench and checked; never trained on the fly.
         device: where images are augmented and embedded.
         root, preprocessing, manifest_sha256: as for :class:`~metabench.envs.omniglot.MetaOmniglotEnv`.
     """
@@ -190,6 +227,7 @@ class MetaAugmentEnv(gym.Env):
         root: str | None = None,
         preprocessing: str = data.PREPROCESSING,
         manifest_sha256: dict[str, dict[str, str]] | None = None,
+        body_sha256: str | None = None,
     ) -> None:
         for name, value in (("sub_policies", sub_policies), ("copies", copies), ("tasks_per_step", tasks_per_step)):
             if isinstance(value, bool) or int(value) != value or value < 1:
@@ -204,7 +242,7 @@ class MetaAugmentEnv(gym.Env):
         self.device, self.sampler = self.task_env.device, self.task_env.sampler
         self.sub_policies, self.copies, self.tasks_per_step = int(sub_policies), int(copies), int(tasks_per_step)
         self.temperature, self.learner_kind = float(temperature), learner
-        self.learner = _load_body(checkpoint, scheme, self.device)
+        self.learner = _load_body(checkpoint, body_sha256, self.task_env.protocol, self.device)
 
         self.observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
         self.action_space = spaces.MultiDiscrete(
@@ -356,18 +394,51 @@ class MetaAugmentEnv(gym.Env):
         return np.zeros(1, np.float32)
 
 
-def _load_body(checkpoint: str | Path | None, scheme: str, device: torch.device) -> Any:
-    """The ``pretrain`` learner of ``checkpoint`` (default: the cached body), checked to fit the env."""
-    from metabench.training import load_checkpoint  # imports the evaluation harness: only when building
+def _load_body(checkpoint: str | Path | None, body_sha256: str | None, protocol: dict, device: torch.device) -> Any:
+    """The ``pretrain`` learner of ``checkpoint``, or of the shipped body ``body_sha256``, checked to fit the env's
+    data (``protocol``: same scheme and preprocessing)."""
+    if checkpoint is None:
+        if body_sha256 is None:
+            raise ValueError("MetaAugmentEnv needs a body: pass checkpoint= or the body_sha256 of a shipped body")
+        path = SHIPPED_BODIES / f"body-{body_sha256[:16]}.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"MetaAugment's body {body_sha256[:16]} is not shipped with this metabench ({path} is missing); the "
+                "version-0 body never was, so version-0 MetaAugment envs need checkpoint= a pretrain checkpoint "
+                "(see pretrained_body). Reinstall metabench if this is a current version."
+            )
+        learner = _read_body(path, device)
+        if _body_sha256(learner) != body_sha256:
+            raise ValueError(f"{path} does not hold the body {body_sha256[:16]} (corrupt file): reinstall metabench")
+    else:
+        learner = _read_body(Path(checkpoint), device)
+    for key in ("scheme", "preprocessing"):
+        if learner.task.get(key) != protocol[key]:
+            raise ValueError(
+                f"the body was pretrained on {key} {learner.task.get(key)!r}, but the env uses {protocol[key]!r}"
+            )
+    return learner
 
-    path = pretrained_body(scheme, device) if checkpoint is None else Path(checkpoint)
+
+def _read_body(path: Path, device: torch.device) -> Any:
+    """A ``pretrain`` learner from a checkpoint of ``metabench train`` or a body file of :func:`export_body`."""
+    from metabench.training import build_learner, load_checkpoint  # imports the evaluation harness: only here
+
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or unsafe files
+        raise ValueError(f"{path} is not a loadable body or checkpoint: {error}") from error
+    if isinstance(content, dict) and content.get("format") == BODY_FORMAT:
+        learner = build_learner("pretrain", content["env_id"], content["config"], device, content["seed"])
+        with torch.no_grad():
+            for name, value in content["params"].items():
+                learner.params[name].copy_(value)
+            for name, value in content["running"].items():
+                learner.running[name].copy_(value)
+        return learner
     learner, state = load_checkpoint(path, device)
     if state["agent"] != "pretrain" or learner.task.get("dataset") != "omniglot":
         raise ValueError(f"{path} holds {state['agent']} on {state['env_id']}; MetaAugment needs a pretrain body")
-    if learner.task.get("scheme") != scheme:
-        raise ValueError(
-            f"{path} was pretrained on the {learner.task.get('scheme')!r} scheme's train split, not {scheme!r}"
-        )
     return learner
 
 

@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from metabench import data, nas, splits
+from metabench import data, nas
 from metabench.envs.omniglot import MetaOmniglotEnv
 from metabench.evaluation import episode_chunks, mean_ci95, score_tasks
 from metabench.learners import config_from_dict, load_learner_class
@@ -142,11 +142,16 @@ class MetaNASEnv(gym.Env):
         train_kwargs = self.learner_class(
             config_from_dict(self.learner_class, self.learner_config), task
         ).train_env_kwargs()
-        self.train_sampler = MetaOmniglotEnv(
+        train_env = MetaOmniglotEnv(
             **{"n_way": n_way, "k_shot": k_shot, "n_query": n_query, **train_kwargs},
-            split="train", scheme=scheme, device=self.device, root=root, preprocessing=preprocessing,
+            split="train",
+            scheme=scheme,
+            device=self.device,
+            root=root,
+            preprocessing=preprocessing,
             manifest_sha256=manifest_sha256,
-        ).sampler
+        )
+        self.train_sampler = train_env.sampler
         self.val_tasks = list(episode_chunks(self.val_env, int(val_episodes), val_seed))
         digest = hashlib.sha256()
         for episodes in self.val_tasks:
@@ -161,10 +166,13 @@ class MetaNASEnv(gym.Env):
         self.observation_space = spaces.MultiDiscrete([nas.CHOICES + 1] * nas.N_DECISIONS)
         self.protocol = {
             **{key: value for key, value in task.items() if key not in ("split", "manifest_sha256")},
-            "train_manifest_sha256": splits.manifest_sha256(scheme, "train"),
+            "train_manifest_sha256": train_env.protocol["manifest_sha256"],
             "val_manifest_sha256": task["manifest_sha256"],
             "search_space": {
-                "ops": nas.OPS, "widths": nas.WIDTHS, "downsamplings": nas.DOWNSAMPLINGS, "cells": nas.CELLS
+                "ops": nas.OPS,
+                "widths": nas.WIDTHS,
+                "downsamplings": nas.DOWNSAMPLINGS,
+                "cells": nas.CELLS,
             },
             "mode": mode,
             "learner": LEARNER,

@@ -9,9 +9,12 @@ episode then terminates; ``info`` reveals the query labels, the per-query losses
 The action space declares logits in ``[-10, 10]`` (a finite Box, as RL libraries require; logits
 10 apart already give a query loss below 1e-8). Any finite logits are accepted and scored as given.
 
-Protocol (part of the env id's version): images are the official drawings area-averaged from 105 to
-28 pixels, ink bright (see :mod:`metabench.data`); classes come from a split of
-:mod:`metabench.splits`, whose manifest sha256 is pinned in the registered spec.
+Protocol (part of the env id's version): images are the official drawings reduced from 105 to 28
+pixels by a preprocessing of :mod:`metabench.data` (version 1: Pillow's nearest-neighbour resize of
+the 1-bit drawing, binary pixels, as the published pipelines; version 0: an area filter); classes
+come from a split of :mod:`metabench.splits`, whose manifest sha256 is pinned in the registered spec
+and selects the split's edition; tasks draw their classes uniformly or, as in Lake et al. (2015),
+all from one alphabet (``task_sampling``).
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ class MetaOmniglotEnv(TaskEnv):
         n_way, k_shot: task shape (classes per task, support drawings per class).
         n_query: query drawings per class (default 15; ``k_shot + n_query <= 20``).
         split: ``"train"``, ``"val"`` or ``"test"`` classes of ``scheme``.
-        scheme: ``"vinyals"`` (default: random character split, rotations as classes) or ``"lake"``
-            (official background/evaluation alphabets, no rotations); see :mod:`metabench.splits`.
+        scheme: ``"vinyals"`` (default: the standard Vinyals et al. split, rotations as classes) or
+            ``"lake"`` (official background/evaluation alphabets, no rotations); see :mod:`metabench.splits`.
         device: where the data tensor lives and episodes are assembled (``"cpu"`` or ``"cuda"``).
         root: folder with the raw Omniglot files (else ``$METABENCH_DATA``).
-        preprocessing: the protocol's preprocessing name; must equal :data:`metabench.data.PREPROCESSING`.
-        manifest_sha256: pinned ``{scheme: {split: sha256}}`` of the registered version; a mismatch
-            with the installed split files raises, so a changed split cannot hide behind an old id.
+        preprocessing: one of :data:`metabench.data.PREPROCESSINGS` (default: the current one).
+        manifest_sha256: pinned ``{scheme: {split: sha256}}`` of the registered version: selects the
+            installed edition of the split with that hash, and raises if there is none, so a changed
+            split cannot hide behind an old id. None: the scheme's current edition.
+        task_sampling: ``"uniform"`` (N classes of the split) or ``"within-alphabet"`` (N classes of one
+            alphabet, Lake et al. 2015). None (version 0 ids) means uniform and leaves it out of the protocol.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -60,21 +66,23 @@ class MetaOmniglotEnv(TaskEnv):
         root: str | None = None,
         preprocessing: str = data.PREPROCESSING,
         manifest_sha256: dict[str, dict[str, str]] | None = None,
+        task_sampling: str | None = None,
     ) -> None:
         super().__init__()
-        if preprocessing != data.PREPROCESSING:
-            raise ValueError(
-                f"preprocessing {preprocessing!r} is not available; this metabench provides {data.PREPROCESSING!r}"
-            )
-        digest = splits.manifest_sha256(scheme, split)
-        if manifest_sha256 is not None and manifest_sha256[scheme][split] != digest:
-            raise RuntimeError(
-                f"the installed {scheme}/{split} split (sha256 {digest[:12]}) differs from the one this env "
-                f"version pins ({manifest_sha256[scheme][split][:12]}): reinstall metabench"
-            )
+        data.check_preprocessing(preprocessing)
+        pinned = (manifest_sha256 or {}).get(scheme, {}).get(split)
+        edition = splits.find_edition(scheme, split, pinned)
+        digest = splits.manifest_sha256(scheme, split, edition)
         self.device = torch.device(device)
+        classes = splits.class_table(scheme, split, edition)
         self.sampler = OmniglotEpisodes(
-            data.load_omniglot(root, self.device), splits.class_table(scheme, split), n_way, k_shot, n_query
+            data.load_omniglot(root, self.device, preprocessing=preprocessing),
+            classes,
+            n_way,
+            k_shot,
+            n_query,
+            groups=torch.from_numpy(splits.alphabet_of_rows())[classes[:, 0]],
+            task_sampling=task_sampling or "uniform",
         )
         self.protocol = {
             "dataset": "omniglot",
@@ -85,7 +93,8 @@ class MetaOmniglotEnv(TaskEnv):
             "n_query": n_query,
             "preprocessing": preprocessing,
             "manifest_sha256": digest,
-            "data_sha256": data.PREPROCESSED_SHA256,
+            "data_sha256": data.PREPROCESSINGS[preprocessing],
+            **({"task_sampling": task_sampling} if task_sampling is not None else {}),
         }
 
         size = data.IMAGE_SIZE

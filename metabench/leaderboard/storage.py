@@ -1,0 +1,311 @@
+"""The leaderboard folder: where it is, reading its entries, storing a new one and writing its views.
+
+Layout of the leaderboard root (``<repo>/leaderboard`` by default; ``--root`` or ``$METABENCH_LEADERBOARD``)::
+
+    README.md, index.html            generated views (never edit by hand)
+    <env id>/<entry>/entry.json      submitter metadata, derived budget/seeds/command, sha256 of each file
+    <env id>/<entry>/summary.json    exactly as written by ``metabench evaluate``
+    <env id>/<entry>/episodes.jsonl  exactly as written by ``metabench evaluate``
+    <env id>/<entry>/checkpoint.pt   the evaluated checkpoint (its sha256 is in summary.json)
+    <env id>/<entry>/verification.json  written by ``metabench leaderboard verify`` when the re-run matches
+
+:func:`submit` validates a submission completely before it writes anything, then moves the finished
+entry into place with one ``os.rename`` and re-renders the views atomically: a refused submission
+leaves the leaderboard byte-identical. Writers hold an advisory lock on the root folder.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+import metabench
+from metabench.leaderboard.files import json_bytes, locked, read_file, sha256_bytes, write_atomic
+from metabench.leaderboard.render import render_views
+from metabench.leaderboard.schema import (
+    ENTRY_FILES,
+    ENTRY_FORMAT,
+    ROOT_ENV_VAR,
+    Budget,
+    Entry,
+    EntryRecord,
+    LeaderboardError,
+    Seeds,
+    Summary,
+    Verification,
+    error_lines,
+    validation_message,
+)
+from metabench.leaderboard.validation import Submission, check_name, parse_summary, validate_submission
+
+
+def default_root() -> Path:
+    """``$METABENCH_LEADERBOARD``, else ``leaderboard/`` of the source checkout, else ``./leaderboard``."""
+    if os.environ.get(ROOT_ENV_VAR):
+        return Path(os.environ[ROOT_ENV_VAR])
+    checkout = Path(metabench.__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "leaderboard"
+    return Path("leaderboard")
+
+
+def root_or_default(root: str | Path | None) -> Path:
+    """``root`` as a path, or :func:`default_root` when it is None."""
+    return Path(root) if root is not None else default_root()
+
+
+def _derived(summary: Summary) -> dict[str, Any]:
+    """The facts ``entry.json`` repeats from ``summary.json``."""
+    training = summary.training
+    return {
+        "env_id": summary.env_id,
+        "agent": summary.agent,
+        "transductive": summary.transductive,
+        "budget": Budget(
+            iterations=training.iterations,
+            meta_batch=training.meta_batch,
+            episodes_seen=training.episodes_seen,
+            wall_seconds=training.wall_seconds,
+            device=training.device,
+            device_name=training.device_name,
+        ),
+        "seeds": Seeds(training=training.seed, test_episodes=int(summary.protocol.get("episode_seed", -1))),
+        "metabench_version": summary.run.metabench_version,
+        "command": summary.command,
+    }
+
+
+def _entry_record(submission: Submission, submitted: str) -> EntryRecord:
+    return EntryRecord(
+        format=ENTRY_FORMAT,
+        name=submission.name,
+        submitted=submitted,
+        metadata=submission.metadata,
+        files={file: sha256_bytes(content) for file, content in submission.files.items()},
+        selection=submission.selection,
+        **_derived(submission.summary),
+    )
+
+
+def load_entry(path: Path) -> Entry:
+    """Read a stored entry; integrity problems (a file changed since submission) are listed in ``problems``."""
+    try:
+        record = EntryRecord.model_validate_json(read_file(path / "entry.json", "entry.json"))
+    except ValidationError as error:
+        raise LeaderboardError(validation_message(f"{path / 'entry.json'}", error)) from None
+    if record.name != path.name or record.env_id != path.parent.name:
+        raise LeaderboardError(f"{path}/entry.json names {record.env_id}/{record.name}: it was moved or edited")
+    summary_bytes = read_file(path / "summary.json", f"{path.name}/summary.json")
+    summary = parse_summary(summary_bytes)
+    problems = []
+    if any(getattr(record, key) != value for key, value in _derived(summary).items()):
+        problems.append("entry.json disagrees with summary.json (budget, seeds, agent or command edited)")
+    for file in ENTRY_FILES:
+        target = path / file
+        if target.is_symlink():
+            problems.append(f"{file} is a symbolic link")
+        elif not target.is_file():
+            problems.append(f"{file} is missing")
+        elif sha256_bytes(target.read_bytes()) != record.files.get(file):
+            problems.append(f"{file} was modified after submission (sha256 differs from entry.json)")
+    verification = None
+    if (path / "verification.json").is_file():
+        try:
+            verification = Verification.model_validate_json((path / "verification.json").read_bytes())
+        except ValidationError as error:
+            problems.append("verification.json: " + "; ".join(error_lines(error)))
+        else:
+            if (verification.checkpoint_sha256, verification.episodes_sha256) != (
+                record.files.get("checkpoint.pt"),
+                record.files.get("episodes.jsonl"),
+            ):
+                problems.append("verification.json is for other files")
+    return Entry(path, record, summary, verification, tuple(problems))
+
+
+def load_entries(root: str | Path | None = None, env_id: str | None = None) -> list[Entry]:
+    """Every stored entry under ``root`` (or of one env), in a fixed order (env, name)."""
+    root = root_or_default(root)
+    entries = []
+    if not root.is_dir():
+        return entries
+    for env_dir in sorted(root.iterdir()):
+        if not env_dir.is_dir() or env_dir.name.startswith(".") or (env_id is not None and env_dir.name != env_id):
+            continue
+        for entry_dir in sorted(env_dir.iterdir()):
+            if entry_dir.is_dir() and not entry_dir.name.startswith("."):
+                entries.append(load_entry(entry_dir))
+    return entries
+
+
+def weights_fingerprint(checkpoint: bytes) -> Counter[str]:
+    """What a checkpoint holds, as a multiset of sha256: one per tensor of its learner state (dtype, shape,
+    values), one per other value there, and one for its agent and configuration (where an open-loop agent
+    keeps its candidate). Names and order are ignored, so renaming, reordering, re-saving or adding keys does
+    not change it."""
+    import torch
+
+    content = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
+    fingerprint: Counter[str] = Counter()
+    identity = json.dumps(
+        {"agent": content.get("agent"), "config": content.get("config")}, sort_keys=True, default=repr
+    )
+    fingerprint[hashlib.sha256(identity.encode()).hexdigest()] += 1
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous().reshape(-1)
+            digest = hashlib.sha256(f"{tensor.dtype}{tuple(value.shape)}".encode())
+            digest.update(tensor.view(torch.uint8).numpy().tobytes())
+            fingerprint[digest.hexdigest()] += 1
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple) and any(
+            isinstance(item, dict | list | tuple | torch.Tensor) for item in value
+        ):
+            for item in value:
+                walk(item)
+        else:  # a plain value or a list of them, as one unit
+            fingerprint[hashlib.sha256(json.dumps(value, sort_keys=True, default=repr).encode()).hexdigest()] += 1
+
+    walk(content.get("learner", {}))
+    return fingerprint
+
+
+def _check_duplicates(submission: Submission, entries: list[Entry], root: Path) -> None:
+    """Refuse results or a checkpoint already on the board (by content: the same tensors, however stored), and
+    a name already taken."""
+    episodes = sha256_bytes(submission.files["episodes.jsonl"])
+    weights = weights_fingerprint(submission.files["checkpoint.pt"])
+    for entry in entries:
+        if entry.env_id != submission.env_id:
+            continue
+        if entry.record.files.get("episodes.jsonl") == episodes:
+            raise LeaderboardError(
+                f"duplicate: {entry.env_id}/{entry.name} already holds these exact per-episode results"
+            )
+        stored = weights_fingerprint((entry.path / "checkpoint.pt").read_bytes())
+        if stored and (not stored - weights or not weights - stored):
+            raise LeaderboardError(
+                f"duplicate: {entry.env_id}/{entry.name} already holds this checkpoint's weights (compared by "
+                "content: extra keys, renamed or re-saved tensors do not make a checkpoint new)"
+            )
+    if (root / submission.env_id / submission.name).exists():
+        raise LeaderboardError(f"an entry named {submission.env_id}/{submission.name} already exists; choose --name")
+
+
+def submit(
+    path: str | Path,
+    metadata: dict[str, Any] | None = None,
+    *,
+    root: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    name: str | None = None,
+    today: str | None = None,
+) -> Entry:
+    """Validate the evaluation in ``path``, store it as a new entry and re-render the views.
+
+    ``metadata`` (method, code, paper, test_data_for_model_selection, train_command, notes)
+    overrides ``path/metadata.json``. Nothing under ``root`` changes unless every check passes.
+    """
+    root = root_or_default(root)
+    submission = validate_submission(path, metadata, checkpoint=checkpoint, name=name)
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root):
+        entries = load_entries(root)
+        _check_duplicates(submission, entries, root)
+        record = _entry_record(submission, today or datetime.date.today().isoformat())
+        entry = Entry(root / submission.env_id / submission.name, record, submission.summary)
+        views = render_views([*entries, entry])
+        _store(root, entry.path, {**submission.files, "entry.json": json_bytes(record.model_dump(mode="json"))})
+        write_views(root, views)
+    return entry
+
+
+def _store(root: Path, target: Path, files: dict[str, bytes]) -> None:
+    """Build the entry folder in a hidden staging folder inside ``root``, then rename it into place at once."""
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".incoming-"))
+    try:
+        for name, content in files.items():
+            (staging / name).write_bytes(content)
+            os.chmod(staging / name, 0o644)
+        os.chmod(staging, 0o755)
+        new_env_dir = not target.parent.exists()
+        target.parent.mkdir(exist_ok=True)
+        try:
+            if target.exists():
+                raise LeaderboardError(f"an entry named {target.parent.name}/{target.name} already exists")
+            os.rename(staging, target)
+        except BaseException:
+            if new_env_dir and not any(target.parent.iterdir()):
+                target.parent.rmdir()
+            raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def resolve_entry(entry: str | Path, root: str | Path | None = None) -> Path:
+    """An entry folder from ``ENV_ID/NAME``, a unique ``NAME`` or a path; it must lie inside the leaderboard root."""
+    text = str(entry)
+    if "\0" in text:
+        raise LeaderboardError("entry contains a NUL byte")
+    candidate = Path(text)
+    if root is None and (candidate / "entry.json").is_file():
+        return candidate.resolve()
+    base = root_or_default(root).resolve()
+    if candidate.is_dir() and (candidate / "entry.json").is_file():
+        resolved = candidate.resolve()
+        if base not in resolved.parents:
+            raise LeaderboardError(f"{candidate} is not inside the leaderboard root {base}")
+        return resolved
+    parts = text.split("/")
+    if len(parts) == 2:
+        check_name(parts[0], "env id")
+        check_name(parts[1])
+        matches = [base / parts[0] / parts[1]]
+    elif len(parts) == 1:
+        check_name(text)
+        matches = sorted(base.glob(f"*/{text}"))
+    else:
+        raise LeaderboardError(f"entry {text!r}: give ENV_ID/NAME, a NAME or an entry folder")
+    matches = [match for match in matches if (match / "entry.json").is_file()]
+    if len(matches) != 1:
+        found = "no entry" if not matches else f"{len(matches)} entries"
+        raise LeaderboardError(f"{found} named {text!r} under {base}")
+    return matches[0]
+
+
+def write_views(root: str | Path, views: dict[str, bytes]) -> list[Path]:
+    """Write the views atomically, skipping those whose content is unchanged; returns the paths written."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in sorted(views.items()):
+        target = root / name
+        if target.is_file() and target.read_bytes() == content:
+            continue
+        write_atomic(target, content)
+        written.append(target)
+    return written
+
+
+def rebuild(root: str | Path | None = None) -> list[Entry]:
+    """Re-render ``README.md`` and ``index.html`` from the stored entries; returns the entries."""
+    root = root_or_default(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root):
+        entries = load_entries(root)
+        write_views(root, render_views(entries))
+    return entries
