@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from gymnasium.envs.registration import registry
 
+import metabench
 from metabench import ENV_IDS, data, leaderboard, splits
 from metabench.envs import DEPRECATED_IDS
+from metabench.envs.common import resolve_device
 
 
 def _task_description(kwargs: dict) -> str:
@@ -129,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     _check_env_id(args.env)
     agent = load_learner_class(args.agent).name
-    learner, checkpoint = load_checkpoint(args.checkpoint, args.device)
+    learner, checkpoint = load_checkpoint(args.checkpoint, args.device, agent=args.agent)
     if checkpoint["agent"] != agent:
         raise ValueError(f"{args.checkpoint} is a {checkpoint['agent']} checkpoint, not {agent}")
     if checkpoint["env_id"] != args.env:
@@ -198,11 +201,13 @@ def _print_summary(rows: list[dict]) -> None:
 
 
 def cmd_search_plot(args: argparse.Namespace) -> int:
-    """Compare search runs: best-so-far reward against evaluations, mean and 95% CI over seeds."""
-    from metabench.search import load_runs, plot_best_so_far, summarize
+    """Compare search runs of one env: best-so-far reward against evaluations, mean and 95% CI over seeds."""
+    from metabench.search import load_runs, plot_best_so_far, runs_env, summarize
     from metabench.training import write_csv
 
     runs = load_runs(args.runs)
+    env_id, env_kwargs = runs_env(runs)  # refuses runs of different envs
+    print(f"env: {env_id}" + (f" {env_kwargs}" if env_kwargs else ""))
     rows = summarize(runs)
     _print_summary(rows)
     if args.csv:
@@ -216,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metabench",
         description="metabench: meta-learning problems as Gymnasium environments (reward = minus the query loss).",
     )
+    parser.add_argument("--version", action="version", version=f"metabench {metabench.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     envs = commands.add_parser("envs", help="list the registered environments and their protocols")
@@ -254,14 +260,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("agent", help="learner name (maml, fomaml, anil, reptile, protonet, pretrain) or module:Class")
     train.add_argument("--env", required=True, help="versioned env id, e.g. MetaOmniglot-5w1s-v0")
-    train.add_argument("--iterations", type=int, default=60000, help="meta-iterations (default: 60000)")
-    train.add_argument("--time-budget", type=float, help="stop after this many seconds of training")
+    train.add_argument(
+        "--iterations", type=int, default=60000, help="meta-iterations of the whole run (default: 60000)"
+    )
+    train.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop after this many seconds of training (validation excluded) in this call: a resumed run trains "
+        "up to SECONDS more; the progress bar then counts seconds",
+    )
     train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--seed", type=int, help="seed of a new run (default: 0); a resume keeps the checkpoint's and refuses another"
+    )
     train.add_argument("--out", help="run folder (default: runs/AGENT-ENV)")
     train.add_argument("--val-interval", type=int, default=500, help="iterations between validations")
     train.add_argument("--val-episodes", type=int, default=200, help="val episodes per validation")
-    train.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="hyperparameter overrides")
+    train.add_argument(
+        "--config",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter overrides, values read as JSON (lr=0.01, meta_batch=4, first_order=true), checked "
+        "against the learner's Config types; a resume keeps the checkpoint's and refuses other values",
+    )
     train.add_argument(
         "--env-kwargs",
         nargs="*",
@@ -276,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="run the frozen test protocol (1,000 seeded episodes) on a checkpoint",
         description="Evaluate a checkpoint on the fixed, seeded test episodes of an env; writes summary.json "
-        "(accuracy and reward with 95%% CIs, wall time, device, peak memory) and episodes.jsonl.",
+        "(accuracy and reward with 95% CIs, wall time, device, peak memory) and episodes.jsonl.",
     )
     evaluate.add_argument("--agent", required=True, help="learner name or module:Class")
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt written by metabench train")
@@ -321,24 +344,55 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser(
         "search-plot",
         help="plot best-so-far reward of search runs (mean and 95%% CI over seeds, one line per method)",
-        description="Compare the search runs under the given folders at equal numbers of evaluations.",
+        description="Compare the search runs under the given folders at equal numbers of evaluations. All runs "
+        "must be on the same env (and env arguments); the 95% CI band is clipped at the env's largest possible "
+        "reward (0 for metabench's envs).",
     )
     plot.add_argument("runs", nargs="+", help="folders holding search runs (searched recursively for best.json)")
     plot.add_argument("--out", default="best_so_far.png", help="PNG to write")
-    plot.add_argument("--title", default="", help="plot title")
+    plot.add_argument("--title", default="", help="plot title (default: the env id)")
     plot.add_argument("--csv", help="also write the summary table as CSV")
     plot.set_defaults(func=cmd_search_plot)
     leaderboard.add_commands(commands)
     return parser
 
 
+def _interrupted(error: KeyboardInterrupt, args: argparse.Namespace) -> str:
+    """The one line that reports Ctrl-C (or SIGTERM): where training saved its checkpoint, if it did."""
+    path, iteration = getattr(error, "path", None), getattr(error, "iteration", None)
+    if path is None:
+        return "metabench: interrupted"
+    budget = getattr(args, "time_budget", None)
+    more = f" (it trains up to {budget:g} s more: --time-budget counts per call)" if budget is not None else ""
+    saved = f"metabench: interrupted at iteration {iteration}; checkpoint saved to {path}"
+    return f"{saved}; re-run the same command to resume{more}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``metabench`` command."""
+    """Entry point of the ``metabench`` command.
+
+    Returns the exit status: 0 on success, 1 with a one-line ``metabench: ...`` message on stderr for a
+    refused input, 130 after Ctrl-C (training saves its checkpoint first), 141 when stdout is closed early
+    (e.g. ``metabench envs | head -3``), which ends the command quietly.
+    """
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
-        return args.func(args)
+        if isinstance(getattr(args, "device", None), str):
+            resolve_device(args.device)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        try:  # point stdout at /dev/null so that the flush at exit cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141  # 128 + SIGPIPE, what a shell reports for a command ended by a closed pipe
+    except KeyboardInterrupt as error:
+        print(_interrupted(error, args), file=sys.stderr)
+        return 130
     except (data.DataError, leaderboard.LeaderboardError, ValueError, FileNotFoundError) as error:
         print(f"metabench: {error}", file=sys.stderr)
         return 1

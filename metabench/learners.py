@@ -9,15 +9,21 @@ at the start of each episode. The same object is trained by :mod:`metabench.trai
 :mod:`metabench.evaluation`, and plugs into any metabench env through :meth:`Learner.act`.
 
 Learners are found by name through the ``metabench.learners`` entry-point group (the reference
-baselines register ``maml``, ``fomaml``, ``anil``, ``reptile``, ``protonet``, ``pretrain``), or by
-an import path ``"package.module:ClassName"`` for your own.
+baselines register ``maml``, ``fomaml``, ``anil``, ``reptile``, ``protonet``, ``pretrain``, ...), or by
+an import path ``"package.module:ClassName"`` for your own (``examples/own_learner.py`` is a worked
+example of both). :func:`load_learner_class` checks the class against the contract
+(:func:`check_learner_class`); :func:`learner_reference` is the string that finds a class again (its
+registered name, else its import path), what a checkpoint stores to rebuild its learner.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -30,11 +36,28 @@ ENTRY_POINT_GROUP = "metabench.learners"
 class Learner:
     """Base class of agents: few-shot learners and step-by-step policies.
 
-    Subclasses set ``name``, ``transductive`` (whether query predictions use statistics of the
-    whole query set, e.g. batch norm over it) and ``Config`` (a dataclass of hyperparameters), and
-    implement :meth:`state_dict` and :meth:`load_state_dict`; few-shot learners implement
-    :meth:`predict`, policies :meth:`act` (and :meth:`reset` if they keep per-episode state), and
-    learners trained by :func:`metabench.training.train` implement :meth:`train_step`.
+    A subclass must define (checked by :func:`check_learner_class` when it is loaded by name or path):
+
+    * ``name`` (class attribute, a non-empty ``str``): the agent's name in checkpoints, evaluation
+      summaries and on the leaderboard, e.g. ``"pixel-proto"``. Registering it in the
+      ``metabench.learners`` entry-point group under this same name makes it findable by name.
+    * ``transductive`` (class attribute, a ``bool``): whether a query's prediction uses statistics of
+      the whole query set (e.g. batch norm over it); reported beside every score.
+    * ``Config``: a :func:`dataclasses.dataclass` of hyperparameters, every field with a default
+      (the harness builds ``Config()`` and overrides fields from ``--config key=value`` or a checkpoint;
+      values must be plain Python: numbers, strings, bools, None, lists and dicts of them). A
+      subclass without hyperparameters may keep the base's empty ``Config``. An ``int`` field
+      ``meta_batch`` (>= 1) sets how many training tasks :func:`metabench.training.train` draws per
+      :meth:`train_step`; without it, one (:func:`meta_batch_size`).
+    * :meth:`state_dict` and :meth:`load_state_dict`: everything to resume training, as tensors and
+      plain Python values (checkpoints are loaded with ``torch.load(weights_only=True)``).
+    * :meth:`predict` (few-shot learners; the default :meth:`act` calls it) or :meth:`act` (policies,
+      with :meth:`reset` if they keep per-episode state).
+    * :meth:`train_step`, for learners trained by :func:`metabench.training.train` (it returns a dict
+      of metrics holding at least ``"loss"``).
+
+    The constructor's signature is the harness's: ``Learner(config, task, device, seed)``; call
+    ``super().__init__(config, task, device, seed)`` first.
 
     Args:
         config: hyperparameters (an instance of ``Config``).
@@ -74,18 +97,24 @@ class Learner:
         self, support_inputs: torch.Tensor, support_targets: torch.Tensor, query_inputs: torch.Tensor
     ) -> torch.Tensor:
         """Adapt to each task's support set and return its query predictions ``(T, n_query_total, out)``."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__qualname__} does not implement predict(support_inputs, support_targets, query_inputs), "
+            "which the few-shot envs' evaluation and the default act() call"
+        )
 
     def train_step(self, episodes: Episodes) -> dict[str, float]:
-        """One meta-training iteration on a meta-batch of training tasks; returns metrics to log."""
-        raise NotImplementedError
+        """One meta-training iteration on a meta-batch of training tasks; returns metrics to log (with ``"loss"``)."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} does not implement train_step(episodes), which metabench.training.train calls"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume training (tensors and plain Python values only)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__qualname__} does not implement state_dict()")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Restore what :meth:`state_dict` returned."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not implement load_state_dict(state)")
 
     def reset(self) -> None:
         """Called at the start of every episode; agents with per-episode state (e.g. an LSTM) clear it here."""
@@ -126,15 +155,43 @@ def registered(group: str) -> dict[str, str]:
     return {entry.name: entry.value for entry in entry_points(group=group)}
 
 
+def _import_module(module_name: str) -> Any:
+    """Import ``module_name``; like ``python -m``, a module that is not found on ``sys.path`` is also looked
+    for in the current folder (so ``metabench train mymodule:MyLearner`` works where ``mymodule.py`` is)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        top = module_name.partition(".")[0]
+        cwd = os.getcwd()
+        searched = {os.path.abspath(entry or os.curdir) for entry in sys.path}
+        if error.name != top or cwd in searched or not (Path(cwd, top).is_dir() or Path(cwd, f"{top}.py").is_file()):
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module_name)
+
+
 def load_class(group: str, name: str, base: type, what: str) -> type:
     """The ``base`` subclass registered as ``name`` in entry-point ``group``, or at the path ``"module:Class"``."""
     names = registered(group)
     path = names.get(name, name)
     if ":" not in path:
-        raise ValueError(f"unknown {what} {name!r}; registered: {sorted(names)} (or give 'module:Class')")
-    module_name, class_name = path.split(":", 1)
+        raise ValueError(
+            f"unknown {what} {name!r}: neither a name registered in the {group!r} entry-point group "
+            f"(registered: {', '.join(sorted(names)) or 'none'}) nor an import path 'package.module:ClassName'. "
+            f"Give your class's import path (e.g. 'mymodule:MyClass', importable from the current folder or "
+            f"sys.path), or register it under {name!r} in the {group!r} entry points of your package (a class's "
+            "`name` attribute alone does not make it findable)"
+        )
+    module_name, _, class_name = path.partition(":")
     try:
-        found = getattr(importlib.import_module(module_name), class_name)
+        found: Any = _import_module(module_name)
+        for attribute in class_name.split("."):
+            found = getattr(found, attribute)
+    except ModuleNotFoundError as error:
+        raise ValueError(
+            f"cannot import {what} {path!r}: {error} (install the package that provides it, or run from the folder "
+            "holding the module, or add that folder to PYTHONPATH)"
+        ) from error
     except (ImportError, AttributeError) as error:
         raise ValueError(f"cannot import {what} {path!r}: {error}") from error
     if not (isinstance(found, type) and issubclass(found, base)):
@@ -142,11 +199,116 @@ def load_class(group: str, name: str, base: type, what: str) -> type:
     return found
 
 
+def _main_module_name() -> str:
+    """The importable name of the script being run (``__main__``): its ``-m`` name, else its file's path below
+    the first ``sys.path`` folder holding it."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return spec.name.removesuffix(".__main__")
+    file = getattr(main, "__file__", None)
+    if file:
+        path = Path(file).resolve().with_suffix("")
+        for entry in sys.path:
+            folder = Path(entry or os.curdir).resolve()
+            if folder in path.parents:
+                parts = path.relative_to(folder).parts
+                if all(part.isidentifier() for part in parts):
+                    return ".".join(parts)
+    raise ValueError(
+        "the class is defined in the script being run (__main__), which no other process can import: "
+        "define it in a module, or run the script as `python -m package.module`"
+    )
+
+
+def class_reference(cls: type, group: str) -> str:
+    """The string :func:`load_class` resolves to ``cls``: the name it is registered under in entry-point ``group``
+    (when ``cls.name`` is registered there and loads ``cls`` itself), else its import path ``"module:QualName"``."""
+    name = getattr(cls, "name", None)
+    if isinstance(name, str) and name in registered(group):
+        try:
+            if load_class(group, name, object, "class") is cls:
+                return name
+        except ValueError:  # a broken registration elsewhere: fall back to the import path
+            pass
+    if "<locals>" in cls.__qualname__:
+        raise ValueError(f"{cls.__qualname__} is defined inside a function: define it at module level to import it")
+    module = _main_module_name() if cls.__module__ == "__main__" else cls.__module__
+    return f"{module}:{cls.__qualname__}"
+
+
 def available() -> dict[str, str]:
     """Registered learner names and their import paths."""
     return registered(ENTRY_POINT_GROUP)
 
 
+def check_learner_class(cls: type) -> type[Learner]:
+    """Return ``cls`` if it fulfils the :class:`Learner` contract (see its docstring), else raise a ``ValueError``
+    that lists every problem: ``name`` a non-empty str, ``transductive`` a bool, ``Config`` a dataclass whose
+    fields all have defaults (``meta_batch``, if present, an int >= 1), ``state_dict``/``load_state_dict``
+    implemented, and ``predict`` or ``act``."""
+    label = f"{getattr(cls, '__module__', '?')}:{getattr(cls, '__qualname__', repr(cls))}"
+    if not (isinstance(cls, type) and issubclass(cls, Learner)):
+        raise ValueError(f"{label} is not a metabench.learners.Learner subclass")
+    problems = []
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"class attribute `name` must be a non-empty str (e.g. name = 'my-learner'), got {name!r}")
+    transductive = getattr(cls, "transductive", None)
+    if not isinstance(transductive, bool):
+        problems.append(
+            "class attribute `transductive` must be a bool (True if a query's prediction uses the other queries, "
+            f"e.g. batch norm over the query set), got {transductive!r}"
+        )
+    config = getattr(cls, "Config", None)
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        problems.append(f"`Config` must be a class decorated with @dataclasses.dataclass, got {config!r}")
+    else:
+        fields = {field.name: field for field in dataclasses.fields(config)}
+        missing = [
+            field.name
+            for field in fields.values()
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            problems.append(f"every `Config` field needs a default (the harness builds Config()); missing: {missing}")
+        elif "meta_batch" in fields:
+            field = fields["meta_batch"]
+            value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"`Config.meta_batch` must default to an int >= 1, got {value!r}")
+    for method in ("state_dict", "load_state_dict"):
+        if getattr(cls, method) is getattr(Learner, method):
+            problems.append(f"implement {method}() (checkpoints store and restore the learner through it)")
+    if cls.predict is Learner.predict and cls.act is Learner.act:
+        problems.append("implement predict() (few-shot learners) or act() (step-by-step policies)")
+    if problems:
+        raise ValueError(f"{label} is not a valid metabench learner:\n  - " + "\n  - ".join(problems))
+    return cls
+
+
 def load_learner_class(name: str) -> type[Learner]:
-    """The learner class registered as ``name``, or at the import path ``"module:Class"``."""
-    return load_class(ENTRY_POINT_GROUP, name, Learner, "learner")
+    """The learner class registered as ``name``, or at the import path ``"module:Class"``, checked by
+    :func:`check_learner_class`; a registered class must be registered under its own ``name``."""
+    learner_class = check_learner_class(load_class(ENTRY_POINT_GROUP, name, Learner, "learner"))
+    if ":" not in name and learner_class.name != name:
+        raise ValueError(
+            f"{available()[name]!r} is registered as {name!r} in the {ENTRY_POINT_GROUP!r} entry points but is named "
+            f"{learner_class.name!r}: register it under its name (checkpoints and the leaderboard find it by that name)"
+        )
+    return learner_class
+
+
+def learner_reference(learner_class: type[Learner]) -> str:
+    """What finds ``learner_class`` again through :func:`load_learner_class`, in this or another process: its
+    registered name (when it is the class registered under its ``name``), else its import path ``"module:Class"``.
+    A checkpoint stores it to rebuild its learner."""
+    return class_reference(learner_class, ENTRY_POINT_GROUP)
+
+
+def meta_batch_size(learner: Learner) -> int:
+    """Training tasks per :meth:`Learner.train_step`: the config's ``meta_batch``, or 1 if it has none."""
+    value = getattr(learner.config, "meta_batch", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{learner.name}: config.meta_batch must be an int >= 1, got {value!r}")
+    return value

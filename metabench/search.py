@@ -415,13 +415,48 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _env_of(run: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return run["best"]["env_id"], run["best"].get("env_kwargs") or {}
+
+
+def runs_env(runs: dict[str, list[dict[str, Any]]]) -> tuple[str, dict[str, Any]]:
+    """The env id and env arguments every run in ``runs`` searched; ``ValueError`` if they differ, since rewards of
+    different problems (another env, or the same env with other arguments) are not comparable on one axis."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for method_runs in runs.values():
+        for run in method_runs:
+            env_id, env_kwargs = _env_of(run)
+            found.setdefault(json.dumps([env_id, env_kwargs], sort_keys=True, default=str), (env_id, env_kwargs))
+    if len(found) != 1:
+        listed = "; ".join(f"{env_id} {env_kwargs}" for env_id, env_kwargs in found.values())
+        raise ValueError(f"the search runs are on {len(found)} different envs ({listed}): compare one env at a time")
+    return next(iter(found.values()))
+
+
+def max_reward(env_id: str, env_kwargs: dict[str, Any] | None = None) -> float | None:
+    """The largest total reward an episode of ``env_id`` can earn, where metabench knows it: 0 for its envs, whose
+    reward is minus a loss (except ``reward_mode="delta"``, whose rewards sum to a loss decrease); else None."""
+    from metabench import ENV_IDS
+
+    if env_id not in ENV_IDS:
+        return None
+    reward_mode = {**gym.spec(env_id).kwargs, **(env_kwargs or {})}.get("reward_mode", "final")
+    return None if reward_mode == "delta" else 0.0
+
+
 def plot_best_so_far(runs: dict[str, list[dict[str, Any]]], path: str | Path, title: str = "") -> Path:
-    """Best-so-far reward against evaluations: mean over seeds and its 95% CI band, one line per method."""
+    """Best-so-far reward against evaluations: mean over seeds and its 95% CI band, one line per method.
+
+    Every run must be on the same env (:func:`runs_env`), which labels the plot; the band is clipped at the
+    env's :func:`max_reward` (0 for metabench's envs: no reward is above it). Without ``title`` the env names it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    env_id, env_kwargs = runs_env(runs)
+    bound = max_reward(env_id, env_kwargs)
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     for method, method_runs in sorted(runs.items()):
         evaluations = min(len(run["best_reward"]) for run in method_runs)
@@ -430,10 +465,12 @@ def plot_best_so_far(runs: dict[str, list[dict[str, Any]]], path: str | Path, ti
         half = 1.96 * curves.std(axis=0, ddof=1) / math.sqrt(len(curves)) if len(curves) > 1 else 0 * mean
         x = np.arange(1, evaluations + 1)
         axis.plot(x, mean, label=f"{method} ({len(curves)} seeds)")
-        axis.fill_between(x, mean - half, mean + half, alpha=0.2)
+        upper = mean + half if bound is None else np.minimum(mean + half, bound)
+        axis.fill_between(x, mean - half, upper, alpha=0.2)
     axis.set_xlabel("evaluations")
-    axis.set_ylabel("best reward so far (mean, 95% CI over seeds)")
-    axis.set_title(title)
+    axis.set_ylabel(f"best reward so far on {env_id}\n(mean, 95% CI over seeds)")
+    arguments = {key: value for key, value in env_kwargs.items() if key != "split"}
+    axis.set_title(title or " ".join([env_id, *(f"{key}={value}" for key, value in arguments.items())]))
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()

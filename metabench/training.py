@@ -7,7 +7,8 @@ runs ``learner.train_step`` on each, scores a fixed, seeded list of ``val`` epis
 * ``checkpoint.pt`` — learner state, sampler generator state, iteration, history: a dict of tensors
   and plain values, written atomically and loadable with ``torch.load(weights_only=True)``. Re-running
   the same command resumes from it; the resumed run continues exactly as an uninterrupted one would.
-  SIGINT/SIGTERM save a checkpoint before exiting.
+  A resume keeps the checkpoint's hyperparameters and seed: giving other ones is refused.
+  SIGINT/SIGTERM save a checkpoint, then raise :class:`TrainingInterrupted`.
 * ``log.csv`` — one row per validation: iteration, wall time, training and validation metrics.
 * ``curve.png`` — the learning curve.
 """
@@ -19,6 +20,8 @@ import dataclasses
 import signal
 import threading
 import time
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +29,80 @@ import torch
 from tqdm import tqdm
 
 from metabench.data import save_atomic
+from metabench.envs.common import resolve_device
 from metabench.evaluation import check_env_kwargs, device_name, evaluate, make_env
-from metabench.learners import Learner, config_from_dict, load_learner_class
+from metabench.learners import Learner, config_from_dict, learner_reference, load_learner_class, meta_batch_size
 
 CHECKPOINT_FORMAT = "metabench-checkpoint/1"
 VAL_SEED = 1
 TRAIN_SEED_OFFSET = 10_000  # the sampler of a run seeded s uses generator seed s + offset
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by :func:`train` on SIGINT/SIGTERM once the checkpoint is saved; ``path`` and ``iteration`` say where."""
+
+    def __init__(self, path: Path, iteration: int) -> None:
+        super().__init__(f"training interrupted at iteration {iteration}; checkpoint saved to {path}")
+        self.path, self.iteration = path, iteration
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits the type ``annotation`` (ints pass as floats; unknown kinds of types pass)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(item, arg) for item, arg in zip(value, args, strict=True))
+        return not args or all(_matches(item, args[0]) for item in value)
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def check_config(learner_class: type[Learner], config: dict[str, Any]) -> None:
+    """Refuse hyperparameter overrides that ``learner_class.Config`` lacks or whose values have the wrong type.
+
+    Each value is checked against its field's annotation (``int``, ``float``, ``bool``, ``str``, unions such as
+    ``str | None``, ``list[int]``, ``dict``; an int passes as a float): ``lr="fast"`` or ``meta_batch=2.5``
+    raises ``ValueError`` naming the field and its type.
+    """
+    name = getattr(learner_class, "name", learner_class.__name__)
+    fields = {field.name: field for field in dataclasses.fields(learner_class.Config)}
+    unknown = set(config) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {name} hyperparameters: {sorted(unknown)}; known: {sorted(fields)}")
+    try:
+        hints = typing.get_type_hints(learner_class.Config)
+    except Exception:  # an annotation that does not resolve: check the fields whose type is a real type
+        hints = {key: field.type for key, field in fields.items() if not isinstance(field.type, str)}
+    for key, value in config.items():
+        if key in hints and not _matches(value, hints[key]):
+            expected = _type_name(hints[key])
+            hint = f" (quote text that reads as JSON: {key}='\"{value}\"')" if expected == "str" else ""
+            raise ValueError(
+                f"{name} hyperparameter {key} must be of type {expected}, got {value!r} ({type(value).__name__}){hint}"
+            )
 
 
 def build_learner(
@@ -45,9 +116,13 @@ def build_learner(
     """Instantiate the learner ``name`` for ``env_id`` (with env arguments ``env_kwargs``, e.g.
     ``{"scheme": "lake"}``) and hyperparameter overrides ``config``.
 
-    The learner's ``task`` is the env's protocol, plus ``env_kwargs`` when there are any.
+    The learner's ``task`` is the env's protocol, plus ``env_kwargs`` when there are any. Unknown
+    hyperparameters and values of the wrong type are refused (:func:`check_config`), as is a device
+    this machine cannot use.
     """
+    resolve_device(device)
     learner_class = load_learner_class(name)
+    check_config(learner_class, config or {})
     env_kwargs = check_env_kwargs(env_kwargs)
     task = {"env_id": env_id, **make_env(env_id, split="val", **env_kwargs).protocol}
     if env_kwargs:
@@ -56,9 +131,13 @@ def build_learner(
     return learner_class(config_from_dict(learner_class, values), task, device, seed)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Learner, dict[str, Any]]:
-    """Load a checkpoint safely (``weights_only=True``) and rebuild its learner on ``device``."""
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", agent: str | None = None
+) -> tuple[Learner, dict[str, Any]]:
+    """Load a checkpoint safely (``weights_only=True``) and rebuild its learner on ``device``: the class ``agent``
+    (a registered name or ``"module:Class"``) if given, else the one the checkpoint's ``agent_reference`` finds."""
     path = Path(path)
+    resolve_device(device)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -67,8 +146,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise ValueError(f"{path} is not a loadable metabench checkpoint: {error}") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a metabench checkpoint (format {CHECKPOINT_FORMAT})")
+    reference = agent if agent is not None else checkpoint.get("agent_reference", checkpoint["agent"])
+    if load_learner_class(reference).name != checkpoint["agent"]:
+        raise ValueError(f"{path} is a {checkpoint['agent']} checkpoint, not {reference}")
     learner = build_learner(
-        checkpoint["agent"],
+        reference,
         checkpoint["env_id"],
         checkpoint["config"],
         device,
@@ -110,6 +192,60 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists, to compare values given on the command line with stored ones."""
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def check_resume(
+    learner_class: type[Learner],
+    checkpoint: dict[str, Any],
+    config: dict[str, Any] | None,
+    seed: int | None,
+    where: str = "the checkpoint",
+) -> None:
+    """Refuse to resume ``checkpoint`` with hyperparameters ``config`` or a ``seed`` other than its own.
+
+    A resume continues the stored run, so it keeps the checkpoint's settings: ``config`` may repeat them
+    (or any part of them) or be empty, and ``seed`` may repeat the stored one or be None.
+    """
+    config = config or {}
+    check_config(learner_class, config)
+    stored = checkpoint["config"]
+    differences = [
+        f"{key}={value!r} (checkpoint: {stored.get(key)!r})"
+        for key, value in config.items()
+        if _plain(value) != _plain(stored.get(key))
+    ]
+    if seed is not None and seed != checkpoint["seed"]:
+        differences.append(f"seed={seed} (checkpoint: {checkpoint['seed']})")
+    if differences:
+        raise ValueError(
+            f"cannot resume {where} with other settings: "
+            f"{', '.join(differences)}; a resume keeps the checkpoint's config and seed: repeat them or leave them "
+            "out, or train a new run in another folder"
+        )
+
+
+def progress_bar(
+    iterations: int, iteration: int, time_budget: float | None, description: str, disable: bool = False
+) -> tqdm:
+    """The training bar: iterations done of ``iterations``, or, with a time budget, seconds of training done of it."""
+    if time_budget is None:
+        return tqdm(total=iterations, initial=iteration, desc=description, disable=disable)
+    return tqdm(
+        total=time_budget,
+        desc=description,
+        disable=disable,
+        unit="s",
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:g} s of training [{elapsed}<{remaining}{postfix}]",
+    )
+
+
 def train(
     name: str,
     env_id: str,
@@ -118,7 +254,7 @@ def train(
     iterations: int,
     config: dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
-    seed: int = 0,
+    seed: int | None = None,
     val_interval: int = 500,
     val_episodes: int = 200,
     checkpoint_interval: int | None = None,
@@ -129,17 +265,23 @@ def train(
 ) -> Path:
     """Meta-train learner ``name`` on ``env_id`` for ``iterations`` meta-iterations; returns the checkpoint path.
 
-    ``time_budget`` (seconds of training in this call, validation excluded) stops earlier, e.g. for
-    a CPU-budget run or one slice of a long run. Before every step the learner's ``progress`` is set
-    to the fraction of the planned run done (iterations, or the time budget if that ends first), so
-    schedules such as Reptile's annealed step size span the run they are in. ``env_kwargs`` are env
-    arguments (e.g. ``{"scheme": "lake"}``) for the training, validation and test envs; they are stored
-    in the checkpoint. An existing checkpoint in ``out_dir`` for the same learner and env is resumed;
-    the recorded wall time is the total over all calls. ``command`` (the command line that started
-    the run) is recorded in the checkpoint's training block.
+    ``time_budget`` (seconds of training **in this call**, validation excluded) stops earlier, e.g. for
+    a CPU-budget run or one slice of a long run: a resumed run trains up to ``time_budget`` seconds more
+    (``iterations``, by contrast, is the run's total). With a budget the progress bar counts seconds of
+    training, not iterations. Before every step the learner's ``progress`` is set to the fraction of the
+    planned run done (iterations, or the time budget if that ends first), so schedules such as Reptile's
+    annealed step size span the run they are in. ``env_kwargs`` are env arguments (e.g.
+    ``{"scheme": "lake"}``) for the training, validation and test envs; they are stored in the checkpoint.
+
+    ``seed`` (default 0) seeds a new run. An existing checkpoint in ``out_dir`` for the same learner and env
+    is resumed with its own hyperparameters, seed and env arguments: ``config`` and ``seed`` may repeat them
+    or be left out, and any other value is refused (:func:`check_resume`), as is a different learner, env or
+    ``env_kwargs``. The recorded wall time is the total over all calls. ``command`` (the command line that
+    started the run) is recorded in the checkpoint's training block. SIGINT/SIGTERM end the run after the
+    current step: the checkpoint is saved, then :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised.
     """
+    resolve_device(device)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "checkpoint.pt"
     checkpoint_interval = checkpoint_interval or val_interval
 
@@ -151,22 +293,32 @@ def train(
             )
         if state.get("env_kwargs", {}) != check_env_kwargs(env_kwargs):
             raise ValueError(f"{path} was trained with env arguments {state.get('env_kwargs', {})}, not {env_kwargs}")
+        check_resume(type(learner), state, config, seed, f"the run in {out}")
         generator = torch.Generator().manual_seed(0)
         generator.set_state(state["generator"].cpu())
         iteration, history, elapsed = state["iteration"], state["history"], state["training"]["wall_seconds"]
     else:
+        seed = 0 if seed is None else seed
         learner = build_learner(name, env_id, config, device, seed, env_kwargs)
         generator = torch.Generator().manual_seed(seed + TRAIN_SEED_OFFSET)
         iteration, history, elapsed = 0, [], 0.0
+    out.mkdir(parents=True, exist_ok=True)  # once the settings are accepted: a refused run leaves no folder
+    if iteration:
+        more = f"; this call trains for up to {time_budget:g} s more" if time_budget is not None else ""
+        done = "" if iteration < iterations else ": nothing left to train (raise iterations to continue)"
+        tqdm.write(
+            f"resuming from iteration {iteration} (of {iterations}), {elapsed:.0f} s of training so far{more}{done}"
+        )
     env_kwargs = check_env_kwargs(env_kwargs)
     sampler = make_env(env_id, split="train", device=device, **{**env_kwargs, **learner.train_env_kwargs()}).sampler
-    meta_batch = learner.config.meta_batch
+    meta_batch = meta_batch_size(learner)
 
     def save() -> None:
         save_atomic(
             {
                 "format": CHECKPOINT_FORMAT,
                 "agent": learner.name,
+                "agent_reference": learner_reference(type(learner)),
                 "env_id": env_id,
                 "env_kwargs": env_kwargs,
                 "config": dataclasses.asdict(learner.config),
@@ -198,18 +350,24 @@ def train(
     window: list[float] = []
     budget_end = None if time_budget is None else elapsed + time_budget
     try:
-        with tqdm(
-            total=iterations, initial=iteration, desc=f"train {learner.name} on {env_id}", disable=not progress
+        with progress_bar(
+            iterations, iteration, time_budget, f"train {learner.name} on {env_id}", disable=not progress
         ) as bar:
             while iteration < iterations and not interrupted and (budget_end is None or elapsed < budget_end):
                 start = time.perf_counter()
                 learner.progress = max(iteration / iterations, 0.0 if budget_end is None else elapsed / budget_end)
                 metrics = learner.train_step(sampler.sample(meta_batch, generator))
-                elapsed += time.perf_counter() - start
+                seconds = time.perf_counter() - start
+                elapsed += seconds
                 iteration += 1
                 window.append(metrics["loss"])
-                bar.update(1)
-                bar.set_postfix({key: f"{value:.4f}" for key, value in metrics.items()})
+                postfix = {key: f"{value:.4f}" for key, value in metrics.items()}
+                if time_budget is None:
+                    bar.update(1)
+                else:
+                    bar.update(max(min(seconds, bar.total - bar.n), 0.0))
+                    postfix = {"iteration": f"{iteration}/{iterations}", **postfix}
+                bar.set_postfix(postfix)
                 last = iteration == iterations or (budget_end is not None and elapsed >= budget_end)
                 if iteration % val_interval == 0 or last:
                     summary, _ = evaluate(
@@ -249,5 +407,5 @@ def train(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if interrupted:
-        raise KeyboardInterrupt(f"training interrupted at iteration {iteration}; checkpoint saved to {path}")
+        raise TrainingInterrupted(path, iteration)
     return path

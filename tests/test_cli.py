@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 import metabench
+from metabench import cli, leaderboard
 from metabench.cli import main
 
 
@@ -44,3 +51,135 @@ def test_help_explains_itself(argv, capsys):
         main(argv)
     assert exit_info.value.code == 0
     assert "usage: metabench" in capsys.readouterr().out
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"metabench {metabench.__version__}"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """`metabench envs | head -3`: stdout closes before the command writes; no BrokenPipeError traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metabench.cli", "envs"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()  # long before the command has imported torch and printed anything
+    _, err = process.communicate(timeout=120)
+    assert err.decode() == ""
+    assert process.returncode == 141
+
+
+def test_ctrl_c_outside_training_is_one_line_and_status_130(capsys, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_envs", interrupted)
+    assert main(["envs"]) == 130
+    assert capsys.readouterr().err == "metabench: interrupted\n"
+
+
+def every_command(parser, prefix=()):
+    """The argv prefix of every (sub)command of ``parser``."""
+    yield list(prefix)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from every_command(sub, (*prefix, name))
+
+
+def test_help_texts_print_percent_signs_once(capsys):
+    commands = list(every_command(cli.build_parser()))
+    assert ["evaluate"] in commands and ["leaderboard", "verify"] in commands and ["search-plot"] in commands
+    for argv in commands:
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        out = capsys.readouterr().out
+        assert "%%" not in out, argv
+    main_help = subprocess.run(  # argparse wraps to the terminal width; 95% must not be split from CI here
+        [sys.executable, "-m", "metabench.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "400"},
+    ).stdout
+    assert "(mean and 95% CI over seeds" in main_help
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "95% CIs" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cuda_without_cuda_is_refused_in_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    for argv in (
+        ["train", "protonet", "--env", "MetaOmniglot-5w1s-v1", "--device", "cuda", "--out", str(tmp_path / "run")],
+        ["evaluate", "--agent", "protonet", "--checkpoint", str(tmp_path / "c.pt"), "--env", "MetaOmniglot-5w1s-v1"]
+        + ["--device", "cuda"],
+        ["search", "random", "--env", "MetaSinusoid-5shot-v0", "--device", "cuda:0", "--out", str(tmp_path / "s")],
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("metabench: device 'cuda") and "CUDA is not available in this torch build" in err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "s").exists()
+    assert main(["train", "protonet", "--env", "MetaOmniglot-5w1s-v1", "--device", "gpu"]) == 1
+    assert "unknown device 'gpu'" in capsys.readouterr().err
+
+
+def test_leaderboard_outside_a_checkout_needs_a_root(capsys, monkeypatch, tmp_path):
+    """Installed (not in a checkout) and without $METABENCH_LEADERBOARD, nothing creates ./leaderboard."""
+    monkeypatch.delenv(leaderboard.ROOT_ENV_VAR, raising=False)
+    monkeypatch.setattr(metabench, "__file__", str(tmp_path / "site-packages" / "metabench" / "__init__.py"))
+    monkeypatch.chdir(tmp_path)
+    for argv in (["leaderboard"], ["leaderboard", "check"], ["leaderboard", "verify", "x/y"], ["submit", "evaluation"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("metabench: no leaderboard folder") and "--root" in err and "METABENCH_LEADERBOARD" in err
+    assert not (tmp_path / "leaderboard").exists()
+    # an explicit root is created (an empty leaderboard), and a ./leaderboard that exists is used
+    assert main(["leaderboard", "--root", str(tmp_path / "board")]) == 0
+    assert (tmp_path / "board" / "README.md").is_file()
+    (tmp_path / "leaderboard").mkdir()
+    assert leaderboard.default_root() == Path("leaderboard")
+    monkeypatch.setenv(leaderboard.ROOT_ENV_VAR, str(tmp_path / "board"))
+    assert leaderboard.default_root() == tmp_path / "board"
+
+
+def write_search_run(folder: Path, method: str, env_id: str, best_rewards: list[float], **env_kwargs) -> None:
+    folder.mkdir(parents=True)
+    best = {"method": method, "env_id": env_id, "env_kwargs": {"split": "val", **env_kwargs}, "wall_seconds": 1.0}
+    (folder / "best.json").write_text(json.dumps(best))
+    rows = "".join(f"{i + 1},{reward},{reward}\n" for i, reward in enumerate(best_rewards))
+    (folder / "trace.csv").write_text("evaluation,reward,best_reward\n" + rows)
+
+
+def test_search_plot_refuses_runs_of_different_envs(capsys, tmp_path):
+    write_search_run(tmp_path / "a" / "seed-0", "random", "MetaAugment-Omniglot-5w1s-v1", [-1.0, -0.9])
+    write_search_run(tmp_path / "b" / "seed-0", "random", "MetaNAS-Omniglot-5w1s-v1", [-0.5, -0.4])
+    write_search_run(tmp_path / "c" / "seed-0", "random", "MetaOptimizer-Sinusoid-v0", [1.0, 2.0], reward_mode="delta")
+    write_search_run(tmp_path / "d" / "seed-0", "random", "MetaOptimizer-Sinusoid-v0", [-3.0, -2.0])
+    for folders in (["a", "b"], ["c", "d"]):
+        assert main(["search-plot", *(str(tmp_path / f) for f in folders), "--out", str(tmp_path / "p.png")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("metabench: the search runs are on 2 different envs") and err.count("\n") == 1
+    assert not (tmp_path / "p.png").exists()
+    assert main(["search-plot", str(tmp_path / "a"), "--out", str(tmp_path / "p.png")]) == 0
+    assert capsys.readouterr().out.startswith("env: MetaAugment-Omniglot-5w1s-v1")
+
+
+def test_search_plot_band_stops_at_the_largest_possible_reward(monkeypatch, tmp_path):
+    from matplotlib.axes import Axes
+
+    from metabench.search import load_runs, max_reward, plot_best_so_far
+
+    assert max_reward("MetaAugment-Omniglot-5w1s-v1") == 0.0 and max_reward("MetaOmniglot-5w1s-v1", {}) == 0.0
+    assert max_reward("MetaOptimizer-Sinusoid-v0", {"reward_mode": "delta"}) is None  # rewards sum to a decrease
+    assert max_reward("someone-else/Env-v0") is None
+    bands = []
+    monkeypatch.setattr(Axes, "fill_between", lambda self, x, low, high, **kw: bands.append((low, high)))
+    for seed, rewards in enumerate(([-0.30, -0.002], [-0.20, -0.001], [-0.01, -0.0001])):
+        write_search_run(tmp_path / "runs" / f"seed-{seed}", "random", "MetaAugment-Omniglot-5w1s-v1", rewards)
+    plot_best_so_far(load_runs([tmp_path / "runs"]), tmp_path / "p.png")
+    ((low, high),) = bands
+    assert high.max() == 0.0 and low[-1] < 0 and high[0] < 0  # mean + CI would pass 0 at evaluation 2

@@ -12,7 +12,8 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import metabench
-from metabench.envs import MetaOmniglotEnv, MetaOmniglotVectorEnv, MetaSinusoidVectorEnv
+from metabench.envs import MetaOmniglotEnv, MetaOmniglotVectorEnv, MetaSinusoidEnv, MetaSinusoidVectorEnv
+from metabench.envs.common import MAX_QUERY_LOSS, resolve_device
 
 
 def cross_entropy_by_hand(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -265,3 +266,78 @@ def test_sinusoid_vector_env():
     assert observation["support_y"].shape == (16, 5, 1)
     _, rewards, _, _, info = envs.step(np.zeros((16, 10, 1), np.float32))
     np.testing.assert_allclose(rewards, -(info["final_info"]["query_targets"][..., 0] ** 2).mean(1), rtol=1e-5)
+
+
+EXTREME_LOGITS = [
+    np.where(np.arange(5) == 0, np.float32(3.4e38), np.float32(-3.4e38)) * np.ones((75, 1), np.float32),
+    np.full((75, 5), -3.4e38, np.float32),
+    np.tile(np.array([3.4e38, -3.4e38, 0, 1, 2], np.float32), (75, 1)),
+    np.full((75, 5), 1e300) * np.array([1, -1, 1, -1, 1]),  # finite float64 beyond float32's range
+]
+
+
+@pytest.mark.parametrize("logits", EXTREME_LOGITS)
+def test_every_finite_logit_gets_a_finite_reward(logits):
+    env = MetaOmniglotEnv()
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(logits)
+    assert np.isfinite(reward) and np.isfinite(info["query_losses"]).all()
+    assert -MAX_QUERY_LOSS <= reward <= 0 and info["query_losses"].max() <= MAX_QUERY_LOSS
+    true_logits = np.take_along_axis(logits, info["query_labels"][:, None], axis=1)[:, 0]
+    wrong_by_1e30 = true_logits < logits.max(axis=1) - 1e30
+    assert (info["query_losses"][wrong_by_1e30] == MAX_QUERY_LOSS).all()  # the documented maximum
+    assert (info["query_losses"][~wrong_by_1e30] <= np.log(5) + 1e-6).all()  # the others as given (ties)
+    envs = MetaOmniglotVectorEnv(num_envs=2)
+    envs.reset(seed=0)
+    assert np.isfinite(envs.step(np.stack([logits, logits]))[1]).all()
+
+
+@pytest.mark.parametrize("value", [1e19, -1e19, 3.4e38, -3.4e38, 1e300])
+def test_every_finite_prediction_gets_a_finite_reward(value):
+    env = gym.make("MetaSinusoid-10shot")
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(np.full((10, 1), value))
+    assert (info["query_losses"] == MAX_QUERY_LOSS).all()
+    assert reward == pytest.approx(-MAX_QUERY_LOSS, rel=1e-6)  # their float32 mean
+    envs = MetaSinusoidVectorEnv(num_envs=3, k_shot=5)
+    envs.reset(seed=0)
+    np.testing.assert_allclose(envs.step(np.full((3, 10, 1), value))[1], -MAX_QUERY_LOSS, rtol=1e-6)
+
+
+def test_ordinary_actions_are_scored_bit_for_bit_as_before_the_loss_cap():
+    """The cap changes no ordinary score: rewards equal the uncapped float32 formulas exactly."""
+    env = gym.make("MetaOmniglot-20w1s-v1")
+    env.reset(seed=7)
+    logits = np.random.default_rng(7).normal(size=(300, 20)).astype(np.float32) * 4
+    logits[0] = 1e4  # far outside the declared box, still far below the cap
+    _, reward, _, _, info = env.step(logits)
+    labels = torch.from_numpy(info["query_labels"])
+    uncapped = torch.nn.functional.cross_entropy(torch.from_numpy(logits), labels, reduction="none")
+    assert reward == -float(uncapped.mean())
+    np.testing.assert_array_equal(info["query_losses"], uncapped.numpy())
+
+    env = gym.make("MetaSinusoid-10shot-v0")
+    env.reset(seed=7)
+    predictions = np.random.default_rng(7).normal(size=(10, 1)).astype(np.float32) * 3
+    predictions[0] = 3e4  # a squared error of 9e8, just below the cap
+    _, reward, _, _, info = env.step(predictions)
+    uncapped = (torch.from_numpy(predictions) - torch.from_numpy(info["query_targets"])).square().squeeze(-1)
+    assert reward == -float(uncapped.mean()) and float(uncapped.max()) < MAX_QUERY_LOSS
+
+
+def test_cuda_without_cuda_is_refused_clearly(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    build = "CUDA is not available in this torch build"
+    with pytest.raises(ValueError, match=f"device 'cuda': {build}"):
+        MetaOmniglotEnv(device="cuda")
+    with pytest.raises(ValueError, match=f"device 'cuda:0': {build}"):
+        gym.make("MetaSinusoid-5shot", device="cuda:0")
+    with pytest.raises(ValueError, match=build):
+        gym.make_vec("MetaOmniglot-5w1s", num_envs=2, device=torch.device("cuda"))
+    monkeypatch.setattr(torch.version, "cuda", "12.8")  # a CUDA build on a machine without a usable GPU
+    with pytest.raises(ValueError, match="CUDA is not available .* sees no GPU"):
+        MetaSinusoidEnv(device="cuda")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    assert resolve_device("cpu") == torch.device("cpu")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import signal
 
 import pytest
 import torch
@@ -12,7 +14,8 @@ from metabench import evaluation
 from metabench.cli import main
 from metabench.envs import OMNIGLOT_V1_MANIFESTS
 from metabench.evaluation import evaluate
-from metabench.training import VAL_SEED, build_learner, load_checkpoint, train
+from metabench.learners import load_learner_class
+from metabench.training import VAL_SEED, TrainingInterrupted, build_learner, load_checkpoint, progress_bar, train
 
 SMALL = {"width": 8, "meta_batch": 2}
 
@@ -292,3 +295,136 @@ def test_cli_train_and_evaluate_with_env_kwargs(tmp_path, capsys):
     other = tmp_path / "other"
     assert main(["train", "protonet", "--env", env_id, *tiny, "--out", str(other), "--env-kwargs", "split=test"]) == 1
     assert "set by the harness" in capsys.readouterr().err and not (other / "checkpoint.pt").exists()
+
+
+TINY_ARGV = ["--val-episodes", "2", "--config", "width=8", "train_way=10"]
+
+
+def test_ctrl_c_in_train_saves_the_checkpoint_and_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    learner_class = load_learner_class("protonet")
+    original = learner_class.train_step
+
+    def step_then_ctrl_c(self, episodes):
+        metrics = original(self, episodes)
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends; train's handler finishes the step
+        return metrics
+
+    monkeypatch.setattr(learner_class, "train_step", step_then_ctrl_c)
+    out = tmp_path / "run"
+    argv = ["train", "protonet", "--env", "MetaOmniglot-5w1s-v1", "--iterations", "5", "--out", str(out), *TINY_ARGV]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("metabench")] == [
+        f"metabench: interrupted at iteration 1; checkpoint saved to {out / 'checkpoint.pt'}; "
+        "re-run the same command to resume"
+    ]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == 1
+    with pytest.raises(TrainingInterrupted) as interrupted:  # the library raises a KeyboardInterrupt
+        train("protonet", "MetaOmniglot-5w1s-v1", out, iterations=5, val_episodes=2, progress=False)
+    assert isinstance(interrupted.value, KeyboardInterrupt) and interrupted.value.iteration == 2
+    monkeypatch.setattr(learner_class, "train_step", original)
+    assert main([*argv, "--time-budget", "60"]) == 0  # resumes where it stopped
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (["inner_lr=fast"], "maml hyperparameter inner_lr must be of type float, got 'fast' (str)"),
+        (["meta_batch=2.5"], "maml hyperparameter meta_batch must be of type int, got 2.5 (float)"),
+        (["meta_batch=true"], "maml hyperparameter meta_batch must be of type int, got True (bool)"),
+        (["first_order=1"], "maml hyperparameter first_order must be of type bool, got 1 (int)"),
+        (
+            ["downsample=3"],
+            "maml hyperparameter downsample must be of type str, got 3 (int) "
+            """(quote text that reads as JSON: downsample='"3"')""",
+        ),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_refused_naming_field_and_type(config, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = ["--iterations", "1", "--val-episodes", "2", "--config", "width=8", "meta_batch=1"]  # if ever accepted
+    assert main(["train", "maml", "--env", "MetaOmniglot-5w1s-v1", "--out", str(out), *tiny, *config]) == 1
+    assert capsys.readouterr().err == f"metabench: {message}\n"
+    assert not out.exists()
+
+
+def test_config_types_accept_what_they_should():
+    assert (
+        build_learner("maml", "MetaOmniglot-5w1s-v1", {"inner_lr": 1, "width": 8}).config.inner_lr == 1
+    )  # int as float
+    learner = build_learner("protonet", "MetaOmniglot-5w1s-v1", {"architecture": None, "width": 8, "train_way": 10})
+    assert learner.config.architecture is None  # str | None
+    with pytest.raises(ValueError, match=r"architecture must be of type str \| None, got 5 \(int\)"):
+        build_learner("protonet", "MetaOmniglot-5w1s-v1", {"architecture": 5})
+
+
+def test_resume_refuses_other_settings_and_unknown_keys(tmp_path, capsys):
+    def run(iterations, **kwargs):
+        return train(
+            "protonet",
+            "MetaOmniglot-5w1s-v1",
+            tmp_path,
+            iterations=iterations,
+            val_episodes=2,
+            progress=False,
+            **kwargs,
+        )
+
+    run(1, config=TINY_PROTONET, seed=3)
+    for kwargs, message in [
+        ({"config": {"width": 16, "train_way": 10}}, r"with other settings: width=16 \(checkpoint: 8\)"),
+        ({"config": {"lr": 0.5}, "seed": 0}, r"lr=0.5 \(checkpoint: 0.001\), seed=0 \(checkpoint: 3\)"),
+        ({"config": {"lr": 0.5, "bogus_key": 1}}, r"unknown protonet hyperparameters: \['bogus_key'\]"),
+        ({"config": {"lr": "fast"}}, "lr must be of type float"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run(2, **kwargs)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 1
+    capsys.readouterr()
+    argv = ["train", "protonet", "--env", "MetaOmniglot-5w1s-v1", "--out", str(tmp_path), "--iterations", "2"]
+    assert main([*argv, "--config", "lr=0.5", "bogus_key=1"]) == 1
+    assert "unknown protonet hyperparameters: ['bogus_key']" in capsys.readouterr().err
+    assert main([*argv, "--config", "lr=0.5"]) == 1
+    assert capsys.readouterr().err.startswith(f"metabench: cannot resume the run in {tmp_path} with other settings")
+    # the same settings, a part of them, or none resume the run with the checkpoint's
+    run(2, config=TINY_PROTONET, seed=3)
+    run(3, config={"width": 8})
+    path = run(4)
+    state = torch.load(path, weights_only=True)
+    assert (state["iteration"], state["seed"], state["config"]["width"]) == (4, 3, 8)
+
+
+def test_with_a_time_budget_the_bar_counts_seconds_and_a_resume_says_where_it_starts(tmp_path, capsys):
+    assert progress_bar(60000, 0, None, "x", disable=True).total == 60000
+    bar = progress_bar(60000, 123, 900.0, "x", disable=True)
+    assert bar.total == 900.0 and bar.n == 0
+
+    argv = ["train", "protonet", "--env", "MetaOmniglot-5w1s-v1", "--out", str(tmp_path), *TINY_ARGV]
+    assert main([*argv, "--time-budget", "0.5"]) == 0
+    captured = capsys.readouterr()
+    assert "0.5/0.5 s of training" in captured.err and "/60000 [" not in captured.err  # not an iteration bar
+    assert "resuming" not in captured.out
+    done = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"]
+    assert main([*argv, "--time-budget", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming from iteration {done} (of 60000)" in out and "up to 0.3 s more" in out
+    assert main([*argv, "--iterations", "2", "--seed", "0"]) == 0  # the same seed, given explicitly
+    assert "nothing left to train" in capsys.readouterr().out
+
+
+def test_cuda_without_cuda_is_refused_by_the_harness(tmp_path, monkeypatch):
+    path = train(
+        "protonet", "MetaOmniglot-5w1s-v1", tmp_path, iterations=1, config=TINY_PROTONET, val_episodes=2, progress=False
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    for call in (
+        lambda: train("protonet", "MetaOmniglot-5w1s-v1", tmp_path / "new", iterations=1, device="cuda"),
+        lambda: load_checkpoint(path, "cuda"),
+        lambda: build_learner("protonet", "MetaOmniglot-5w1s-v1", TINY_PROTONET, device="cuda"),
+        lambda: evaluate(load_checkpoint(path)[0], "MetaOmniglot-5w1s-v1", n_episodes=2, device="cuda"),
+    ):
+        with pytest.raises(ValueError, match="CUDA is not available in this torch build"):
+            call()
+    assert not (tmp_path / "new").exists()

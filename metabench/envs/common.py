@@ -16,12 +16,47 @@ from gymnasium.vector.utils import batch_space
 
 from metabench.episodes import Episodes
 
+MAX_QUERY_LOSS = 1e9
+"""The largest per-query loss an env reports: a loss above it (e.g. cross-entropy of logits 1e10 apart, or the
+squared error of a prediction 1e5 off) is scored as this value, so that every finite action gets a finite reward.
+No sensible action comes near it: it changes no other score."""
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, refusing one this machine cannot use with a clear ``ValueError``.
+
+    ``"cuda"`` without a usable CUDA device (a CPU-only torch build, no visible GPU, or an index beyond
+    the GPUs present) is refused here rather than deep inside torch.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda' ({error})") from None
+    if resolved.type == "cuda":
+        if torch.version.cuda is None:
+            raise ValueError(
+                f"device {str(device)!r}: CUDA is not available in this torch build (torch {torch.__version__} is "
+                "CPU-only); use device 'cpu', or install a CUDA build of torch (see the README's torch section)"
+            )
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(device)!r}: CUDA is not available (torch {torch.__version__}, built for CUDA "
+                f"{torch.version.cuda}, sees no GPU: check the driver and CUDA_VISIBLE_DEVICES); use device 'cpu'"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {str(device)!r}: there is no CUDA device {resolved.index} ({count} visible)")
+    return resolved
+
 
 def as_action_tensor(action: Any, shape: tuple[int, ...], device: torch.device, what: str) -> torch.Tensor:
     """Check an action and return it as a float32 tensor on ``device``.
 
     Accepts numpy arrays, torch tensors and nested lists of real numbers. Raises ``ValueError``
-    naming the expected shape on a wrong shape, a non-numeric dtype or a NaN/inf entry.
+    naming the expected shape on a wrong shape, a non-numeric dtype or a NaN/inf entry. Finite
+    entries beyond float32's range (float64 up to 1.8e308) become float32's largest value of their sign.
     """
     if isinstance(action, torch.Tensor):
         tensor = action.detach()
@@ -34,10 +69,11 @@ def as_action_tensor(action: Any, shape: tuple[int, ...], device: torch.device, 
         raise ValueError(f"expected {what}: real numbers of shape {shape}, got dtype {tensor.dtype}")
     if tuple(tensor.shape) != tuple(shape):
         raise ValueError(f"expected {what} of shape {shape}, got shape {tuple(tensor.shape)}")
-    tensor = tensor.to(device=device, dtype=torch.float32)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{what} contains NaN or inf; every entry must be finite")
-    return tensor
+    if tensor.dtype == torch.float64:  # keep finite values finite through the float32 cast
+        tensor = tensor.clamp(-FLOAT32_MAX, FLOAT32_MAX)
+    return tensor.to(device=device, dtype=torch.float32)
 
 
 def task_generator(

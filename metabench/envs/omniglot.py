@@ -7,7 +7,10 @@ Reward: minus the mean cross-entropy of the logits on the true query labels (the
 episode then terminates; ``info`` reveals the query labels, the per-query losses and the accuracy.
 
 The action space declares logits in ``[-10, 10]`` (a finite Box, as RL libraries require; logits
-10 apart already give a query loss below 1e-8). Any finite logits are accepted and scored as given.
+10 apart already give a query loss below 1e-8). Any finite logits are accepted and scored as given
+(as float32), with one guard that keeps every reward finite: a query's cross-entropy is capped at
+:data:`~metabench.envs.common.MAX_QUERY_LOSS` (1e9 nats, reached only by logits about 1e9 apart), so
+even float32 logits of +-3.4e38 get a finite reward; no other score changes.
 
 Protocol (part of the env id's version): images are the official drawings reduced from 105 to 28
 pixels by a preprocessing of :mod:`metabench.data` (version 1: Pillow's nearest-neighbour resize of
@@ -27,7 +30,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from metabench import data, splits
-from metabench.envs.common import FewShotVectorEnv, TaskEnv
+from metabench.envs.common import MAX_QUERY_LOSS, FewShotVectorEnv, TaskEnv, resolve_device
 from metabench.episodes import Episodes, OmniglotEpisodes
 
 LOGIT_BOUND = 10.0
@@ -42,7 +45,8 @@ class MetaOmniglotEnv(TaskEnv):
         split: ``"train"``, ``"val"`` or ``"test"`` classes of ``scheme``.
         scheme: ``"vinyals"`` (default: the standard Vinyals et al. split, rotations as classes) or
             ``"lake"`` (official background/evaluation alphabets, no rotations); see :mod:`metabench.splits`.
-        device: where the data tensor lives and episodes are assembled (``"cpu"`` or ``"cuda"``).
+        device: where the data tensor lives and episodes are assembled (``"cpu"`` or ``"cuda"``; ``"cuda"``
+            without a usable GPU raises ``ValueError``).
         root: folder with the raw Omniglot files (else ``$METABENCH_DATA``).
         preprocessing: one of :data:`metabench.data.PREPROCESSINGS` (default: the current one).
         manifest_sha256: pinned ``{scheme: {split: sha256}}`` of the registered version: selects the
@@ -73,7 +77,7 @@ class MetaOmniglotEnv(TaskEnv):
         pinned = (manifest_sha256 or {}).get(scheme, {}).get(split)
         edition = splits.find_edition(scheme, split, pinned)
         digest = splits.manifest_sha256(scheme, split, edition)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         classes = splits.class_table(scheme, split, edition)
         self.sampler = OmniglotEpisodes(
             data.load_omniglot(root, self.device, preprocessing=preprocessing),
@@ -129,9 +133,11 @@ class MetaOmniglotEnv(TaskEnv):
         }
 
     def evaluate(self, logits: torch.Tensor, episodes: Episodes) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-        """Per-query cross-entropy ``(B, n_way * n_query)`` of batched logits, and the ``info`` entries."""
+        """Per-query cross-entropy ``(B, n_way * n_query)`` of batched logits (each capped at ``MAX_QUERY_LOSS``),
+        and the ``info`` entries."""
         labels = episodes.query_targets
         losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
+        losses = losses.clamp(max=MAX_QUERY_LOSS)  # float32 overflows to inf for logits ~1e38 apart
         accuracy = (logits.argmax(dim=-1) == labels).float().mean(dim=1)
         info = {
             "accuracy": accuracy.cpu().numpy(),

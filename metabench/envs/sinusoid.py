@@ -6,7 +6,10 @@ for the query inputs.
 
 Reward: minus the mean squared error of the predictions on the query targets (the query loss).
 The action space declares predictions in ``[-5, 5]``, the range of every target; any finite
-prediction is accepted and scored as given.
+prediction is accepted and scored as given (as float32), with one guard that keeps every reward
+finite: a query's squared error is capped at :data:`~metabench.envs.common.MAX_QUERY_LOSS` (1e9,
+reached only by a prediction about 3e4 off), so even a prediction of 1e19 or 3.4e38 gets a finite
+reward; no other score changes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from metabench.envs.common import FewShotVectorEnv, TaskEnv
+from metabench.envs.common import MAX_QUERY_LOSS, FewShotVectorEnv, TaskEnv, resolve_device
 from metabench.episodes import Episodes, SinusoidEpisodes
 
 
@@ -27,7 +30,8 @@ class MetaSinusoidEnv(TaskEnv):
     Args:
         k_shot: support points per task.
         n_query: query points per task (default 10).
-        device: where tasks are assembled.
+        device: where tasks are assembled (``"cpu"`` or ``"cuda"``; ``"cuda"`` without a usable GPU raises
+            ``ValueError``).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -35,7 +39,7 @@ class MetaSinusoidEnv(TaskEnv):
 
     def __init__(self, k_shot: int = 5, n_query: int = 10, device: str | torch.device = "cpu") -> None:
         super().__init__()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.sampler = SinusoidEpisodes(k_shot, n_query, self.device)
         self.protocol = {"dataset": "sinusoid", "k_shot": k_shot, "n_query": n_query}
 
@@ -72,8 +76,8 @@ class MetaSinusoidEnv(TaskEnv):
         }
 
     def evaluate(self, predictions: torch.Tensor, episodes: Episodes) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-        """Per-query squared error ``(B, n_query)`` and the ``info`` entries."""
-        losses = (predictions - episodes.query_targets).square().squeeze(-1)
+        """Per-query squared error ``(B, n_query)`` (each capped at ``MAX_QUERY_LOSS``) and the ``info`` entries."""
+        losses = (predictions - episodes.query_targets).square().squeeze(-1).clamp(max=MAX_QUERY_LOSS)
         info = {"query_losses": losses.cpu().numpy(), "query_targets": episodes.query_targets.cpu().numpy()}
         return losses, info
 

@@ -50,13 +50,23 @@ from metabench.leaderboard.validation import Submission, check_name, parse_summa
 
 
 def default_root() -> Path:
-    """``$METABENCH_LEADERBOARD``, else ``leaderboard/`` of the source checkout, else ``./leaderboard``."""
+    """``$METABENCH_LEADERBOARD``, else ``leaderboard/`` of the source checkout, else an existing ``./leaderboard``.
+
+    Outside a checkout, without the variable and without ``./leaderboard``, there is no leaderboard to use:
+    raises :class:`LeaderboardError` asking for ``--root`` or ``$METABENCH_LEADERBOARD`` rather than creating
+    ``./leaderboard`` wherever the command happens to run.
+    """
     if os.environ.get(ROOT_ENV_VAR):
         return Path(os.environ[ROOT_ENV_VAR])
     checkout = Path(metabench.__file__).resolve().parents[1]
     if (checkout / "pyproject.toml").is_file():
         return checkout / "leaderboard"
-    return Path("leaderboard")
+    if Path("leaderboard").is_dir():
+        return Path("leaderboard")
+    raise LeaderboardError(
+        "no leaderboard folder: metabench is not running from its source checkout and ./leaderboard does not "
+        f"exist; pass --root FOLDER or set ${ROOT_ENV_VAR} (submit creates the folder it is given)"
+    )
 
 
 def root_or_default(root: str | Path | None) -> Path:

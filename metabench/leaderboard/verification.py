@@ -113,7 +113,7 @@ def verify(
     try:
         # Safe load and consistency with the summary first: the learner rebuilt is the registered one it names.
         check_checkpoint((path / "checkpoint.pt").read_bytes(), summary, "the stored checkpoint")
-        learner, _ = load_checkpoint(path / "checkpoint.pt", device)
+        learner, _ = load_checkpoint(path / "checkpoint.pt", device, agent=summary.agent)
     except LeaderboardError as error:
         return refused(str(error))
     except (ValueError, FileNotFoundError, KeyError) as error:
@@ -217,7 +217,7 @@ def check_entry(entry: Entry, sample: int = SPOT_CHECK_TASKS, device: str = "cpu
         return report(False, f"learner {entry.summary.agent!r} is not registered here")
     try:
         check_checkpoint((entry.path / "checkpoint.pt").read_bytes(), entry.summary, "the stored checkpoint")
-        learner, _ = load_checkpoint(entry.path / "checkpoint.pt", device)
+        learner, _ = load_checkpoint(entry.path / "checkpoint.pt", device, agent=entry.summary.agent)
         rerun = rescore(learner, entry.env_id, episodes, device=device)
     except LeaderboardError as error:
         return report(False, str(error))
