@@ -68,16 +68,12 @@ OMNIGLOT_VERSIONS = {
 }
 
 ENV_IDS: list[str] = []
-#: Ids kept registered so that their results stay valid and verifiable, but superseded by a newer version.
-DEPRECATED_IDS: set[str] = set()
 
 
 def _register(env_id: str, entry_point: str, vector_entry_point: str | None, kwargs: dict) -> None:
     if env_id not in registry:
         register(id=env_id, entry_point=entry_point, vector_entry_point=vector_entry_point, kwargs=kwargs)
     ENV_IDS.append(env_id)
-    if env_id.endswith("-v0") and "scheme" in kwargs:
-        DEPRECATED_IDS.add(env_id)
 
 
 for version, pins in OMNIGLOT_VERSIONS.items():
@@ -187,3 +183,16 @@ _register(
     None,
     {"task": "sinusoid", "steps": 10, "reward_mode": "final", "init_seed": 0, "k_shot": 10, "n_query": 10},
 )
+
+
+def _version(env_id: str) -> tuple[str, int]:
+    name, version = env_id.rsplit("-v", 1)
+    return name, int(version)
+
+
+#: Ids kept registered so that their results stay valid and verifiable, but superseded by a newer version.
+DEPRECATED_IDS: set[str] = {
+    env_id
+    for env_id in ENV_IDS
+    if any(_version(other)[0] == _version(env_id)[0] and _version(other)[1] > _version(env_id)[1] for other in ENV_IDS)
+}
