@@ -35,6 +35,7 @@ class RandomSearch(Searcher):
     """Candidates drawn uniformly from the space, independently of the rewards."""
 
     name = "random"
+    batch = None  # asks do not wait for rewards: parallel workers stay busy
 
     def __init__(self, space: Space, seed: int) -> None:
         super().__init__(space, seed)
@@ -57,6 +58,7 @@ class RegularizedEvolution(Searcher):
     """
 
     name = "evolution"
+    batch = None  # asynchronous, as in Real et al.: a new child whenever a worker is free
 
     def __init__(self, space: Space, seed: int, population: int = 20, sample: int = 5, sigma: float = 0.2) -> None:
         super().__init__(space, seed)
@@ -109,8 +111,13 @@ class Reinforce(Searcher):
         lr: float = 0.01,
         entropy: float = 0.01,
         baseline_decay: float = 0.8,
+        batch: int = 1,
     ) -> None:
         super().__init__(space, seed)
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.batch = batch
+        self._losses: list[torch.Tensor] = []
         if not isinstance(space, spaces.MultiDiscrete):
             raise ValueError("reinforce searches discrete candidates (MultiDiscrete); use cmaes or evolution for a Box")
         self.nvec = [int(n) for n in space.nvec]
@@ -156,10 +163,12 @@ class Reinforce(Searcher):
         self.scale = self.baseline_decay * self.scale + (1 - self.baseline_decay) * abs(advantage)
         self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward
         _, log_prob, entropy = self._log_prob_and_entropy(candidate)
-        loss = -(advantage / max(self.scale, 1e-8)) * log_prob - self.entropy * entropy
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        self._losses.append(-(advantage / max(self.scale, 1e-8)) * log_prob - self.entropy * entropy)
+        if len(self._losses) == self.batch:
+            self.optimizer.zero_grad()
+            torch.stack(self._losses).mean().backward()
+            self.optimizer.step()
+            self._losses = []
 
 
 class CMAES(Searcher):
@@ -183,22 +192,30 @@ class CMAES(Searcher):
         if popsize is not None:
             options["popsize"] = popsize
         self.strategy = cma.CMAEvolutionStrategy(np.full(space.shape[0], 0.5), sigma0, options)
-        self.pending: list[np.ndarray] = []
-        self.told: list[tuple[np.ndarray, float]] = []
+        self.batch = self.strategy.popsize  # one generation: its candidates are evaluated together
+        self._generation: list[np.ndarray] = []  # the current generation, in the unit cube
+        self._asked = 0
+        self._fitness: dict[int, float] = {}
 
-    def ask(self) -> np.ndarray:
-        if not self.pending:
-            self.pending = [np.asarray(x) for x in self.strategy.ask()]
-        unit = self.pending.pop(0)
-        self.told.append((unit, np.nan))
+    def _scale(self, unit: np.ndarray) -> np.ndarray:
         return self.space.low + unit * (self.space.high - self.space.low)
 
+    def ask(self) -> np.ndarray:
+        if self._asked == len(self._generation):
+            if len(self._fitness) < len(self._generation):
+                raise RuntimeError("cmaes: tell the rewards of a generation before asking for the next")
+            self._generation, self._asked, self._fitness = [np.asarray(x) for x in self.strategy.ask()], 0, {}
+        self._asked += 1
+        return self._scale(self._generation[self._asked - 1])
+
     def tell(self, candidate: np.ndarray, reward: float) -> None:
-        unit, _ = self.told[-1]
-        self.told[-1] = (unit, -reward)  # cma minimises
-        if not self.pending and len(self.told) == self.strategy.popsize:
-            self.strategy.tell([u for u, _ in self.told], [f for _, f in self.told])
-            self.told = []
+        waiting = (i for i in range(self._asked) if i not in self._fitness)
+        i = next((i for i in waiting if np.array_equal(self._scale(self._generation[i]), candidate)), None)
+        if i is None:
+            raise ValueError("cmaes: told a candidate it did not ask for (or told twice)")
+        self._fitness[i] = -reward  # cma minimises
+        if len(self._fitness) == len(self._generation):
+            self.strategy.tell(self._generation, [self._fitness[i] for i in range(len(self._generation))])
 
     def recommend(self) -> np.ndarray:
-        return self.space.low + np.clip(self.strategy.mean, 0.0, 1.0) * (self.space.high - self.space.low)
+        return self._scale(np.clip(self.strategy.mean, 0.0, 1.0))

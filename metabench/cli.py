@@ -13,7 +13,7 @@ from pathlib import Path
 from gymnasium.envs.registration import registry
 
 import metabench
-from metabench import ENV_IDS, data, leaderboard, splits
+from metabench import ENV_IDS, allocator, data, leaderboard, splits
 from metabench.envs import DEPRECATED_IDS
 from metabench.envs.common import resolve_device
 
@@ -138,7 +138,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if checkpoint["env_id"] != args.env:
         raise ValueError(f"{args.checkpoint} was trained on {checkpoint['env_id']}, not {args.env}")
     env_kwargs = {**checkpoint.get("env_kwargs", {}), **parse_key_values(args.env_kwargs, "--env-kwargs")}
-    summary, records = evaluate(learner, args.env, n_episodes=args.episodes, device=args.device, env_kwargs=env_kwargs)
+    summary, records = evaluate(
+        learner,
+        args.env,
+        n_episodes=args.episodes,
+        device=args.device,
+        env_kwargs=env_kwargs,
+        workers=args.workers,
+        address=args.address,
+    )
     full = protocol_episodes(make_env(args.env, split="test"))
     if args.episodes is not None and args.episodes != full:
         summary["note"] = f"{args.episodes} episodes instead of the protocol's {full}: not a test score"
@@ -183,6 +191,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             config=parse_key_values(args.config),
             device=args.device,
             command=shlex.join(["metabench", *args.argv]),
+            workers=args.workers,
+            address=args.address,
         )
         print(f"seed {seed}: best reward {result.best_reward:.4f} -> {result.out_dir / 'checkpoint.pt'}")
     runs = load_runs([out])
@@ -214,6 +224,15 @@ def cmd_search_plot(args: argparse.Namespace) -> int:
         write_csv(rows, args.csv)
     print(f"plot: {plot_best_so_far(runs, args.out, args.title)}")
     return 0
+
+
+def _add_worker_arguments(parser: argparse.ArgumentParser, workers_help: str) -> None:
+    parser.add_argument("--workers", type=int, default=1, help=workers_help)
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance on this machine's cores)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="env arguments (default: the checkpoint's); recorded in the summary's protocol",
     )
+    _add_worker_arguments(evaluate, "episodes scored in parallel (Ray workers; default 1: in this process)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     search_parser = commands.add_parser(
@@ -336,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score every candidate on the same episodes (reset seeds SEED..SEED+EPISODES-1) instead of fresh ones",
     )
     search_parser.add_argument("--device", default="cpu")
+    _add_worker_arguments(search_parser, "candidates scored in parallel (Ray workers; default 1: in this process)")
     search_parser.add_argument("--out", help="output folder (default: runs/search/METHOD-ENV)")
     search_parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="env arguments")
     search_parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="searcher arguments")
@@ -378,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv
+    allocator.keep_freed_memory()
     try:
         if isinstance(getattr(args, "device", None), str):
             resolve_device(args.device)

@@ -36,6 +36,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.envs.registration import EnvSpec
 from tqdm import tqdm
 
 import metabench
@@ -50,12 +51,13 @@ FORMAT = "metabench-evaluation/1"
 TEST_RUNS_FILE = "test_runs.jsonl"
 
 
-def make_env(env_id: str, split: str = "train", device: str | torch.device = "cpu", **kwargs: Any) -> TaskEnv:
-    """The unwrapped env of ``env_id`` on ``split`` (ignored by data-free envs such as the sinusoid)."""
-    spec = gym.spec(env_id)
+def make_env(env_id: str | EnvSpec, split: str = "train", device: str | torch.device = "cpu", **kwargs: Any) -> TaskEnv:
+    """The unwrapped env of ``env_id`` (or of a spec: what a worker process without the id's registration
+    is given) on ``split`` (ignored by data-free envs such as the sinusoid)."""
+    spec = env_id if isinstance(env_id, EnvSpec) else gym.spec(env_id)
     if "split" in spec.kwargs:
         kwargs["split"] = split
-    return gym.make(env_id, device=device, **kwargs).unwrapped
+    return gym.make(spec, device=device, **kwargs).unwrapped
 
 
 def check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -133,12 +135,17 @@ def evaluate(
     device: str | torch.device | None = None,
     progress: bool = True,
     env_kwargs: dict[str, Any] | None = None,
+    workers: int = 1,
+    address: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score ``learner`` on the seeded episode list; returns the summary and one record per episode.
 
     ``n_episodes=None`` runs the env's whole protocol (:func:`protocol_episodes`). ``env_kwargs`` are
     env arguments beyond the registered ones (e.g. ``{"scheme": "lake"}``); they are recorded in the
     summary's protocol, so such a score is never mistaken for one on the registered protocol.
+    ``workers > 1`` splits the episodes across that many Ray workers (:class:`metabench.cluster.Pool`,
+    ``address`` joins a cluster), each with a copy of the learner; the records and the protocol hash
+    are those of the serial run.
     """
     device = torch.device(device) if device is not None else learner.device
     env_kwargs = check_env_kwargs(env_kwargs)
@@ -151,8 +158,12 @@ def evaluate(
     digest = hashlib.sha256()
     start = time.perf_counter()
     with tqdm(total=n_episodes, desc=f"evaluate {learner.name} on {env_id} [{split}]", disable=not progress) as bar:
-        score = _score_batched if isinstance(env, TaskEnv) else _score_gym_loop
-        reward, accuracy = score(learner, env, n_episodes, seed, digest, bar)
+        if workers > 1:
+            worker = (learner, gym.spec(env_id), split, str(device), env_kwargs)
+            reward, accuracy = _score_parallel(worker, env, n_episodes, seed, digest, bar, workers, address)
+        else:
+            score = _score_batched if isinstance(env, TaskEnv) else _score_gym_loop
+            reward, accuracy = score(learner, env, n_episodes, seed, digest, bar)
     wall = time.perf_counter() - start
 
     records = [
@@ -180,6 +191,7 @@ def evaluate(
             "device": str(device),
             "device_name": device_name(device),
             "wall_seconds": round(wall, 3),
+            "workers": workers,
             "peak_memory_bytes": torch.cuda.max_memory_allocated(device)
             if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -229,6 +241,50 @@ def _score_gym_loop(
             bar.set_postfix(accuracy=f"{accuracies[: i + 1].mean():.4f}")
         bar.update(1)
     return rewards, accuracies if classification else None
+
+
+class ProtocolWorker:
+    """Scores parts of a test protocol with its own env and copy of the learner: a parallel worker of
+    :func:`evaluate`. Few-shot envs: a chunk of tasks redrawn from the episode generator's saved state;
+    multi-step envs: the episodes of given reset seeds."""
+
+    def __init__(self, learner: Learner, env_id: str, split: str, device: str, env_kwargs: dict[str, Any]) -> None:
+        self.learner = learner
+        self.env = make_env(env_id, split=split, device=device, **env_kwargs)
+
+    def score_chunk(self, state: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return score_tasks(self.learner, self.env, self.env.sampler.sample(count, torch.Generator().set_state(state)))
+
+    def play(self, seeds: list[int]) -> list[tuple[float, float | None]]:
+        return [_play_episode(self.learner, self.env, seed) for seed in seeds]
+
+
+def _score_parallel(
+    worker: tuple, env: gym.Env, n_episodes: int, seed: int, digest: Any, bar: tqdm, workers: int, address: str | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The protocol scored on ``workers`` :class:`ProtocolWorker` copies; this process draws (few-shot) or
+    resets (multi-step) every episode in order to hash it, as the serial run does."""
+    from metabench.cluster import Pool
+
+    with Pool(ProtocolWorker, *worker, workers=workers, address=address) as pool:
+        if isinstance(env, TaskEnv):
+            generator, calls = torch.Generator().manual_seed(seed), []
+            for start in range(0, n_episodes, CHUNK):  # the chunks of episode_chunks, with their generator states
+                state, count = generator.get_state(), min(CHUNK, n_episodes - start)
+                _update_hash(digest, env.sampler.sample(count, generator))
+                calls.append((state, count))
+            chunks = pool.map("score_chunk", calls, progress=lambda result: bar.update(len(result[0])))
+            accuracy = [chunk[1] for chunk in chunks if chunk[1] is not None]
+            return np.concatenate([chunk[0] for chunk in chunks]), np.concatenate(accuracy) if accuracy else None
+        for i in range(n_episodes):
+            env.reset(seed=seed + i)
+            if getattr(env, "tasks", None) is not None:
+                _update_hash(digest, env.tasks)
+        blocks = [list(range(start, min(start + 10, n_episodes))) for start in range(0, n_episodes, 10)]
+        played = pool.map("play", [([seed + i for i in block],) for block in blocks], lambda r: bar.update(len(r)))
+    episodes = [episode for block in played for episode in block]
+    accuracy = np.array([0.0 if a is None else a for _, a in episodes], dtype=np.float64)
+    return np.array([r for r, _ in episodes]), accuracy if env.protocol.get("dataset") == "omniglot" else None
 
 
 def _play_episode(learner: Learner, env: gym.Env, seed: int, digest: Any = None) -> tuple[float, float | None]:

@@ -56,6 +56,13 @@ class Searcher:
     """
 
     name: ClassVar[str]
+    batch: int | None = 1
+    """How :func:`search` may run the searcher on parallel workers: ``None`` for an asynchronous searcher
+    (a new :meth:`ask` whenever a worker is free; :meth:`tell` in order of arrival, which need not be the
+    order of asking); an integer ``k`` for a batch-synchronous one (``k`` asks, then their ``k`` tells in
+    the order asked, then the next ``k``: a CMA-ES generation). ``1``, the safe default, alternates ask
+    and tell; a searcher whose asks within a batch do not depend on pending tells gives the same trace
+    with any number of workers."""
 
     def __init__(self, space: Space, seed: int) -> None:
         self.space = space
@@ -66,7 +73,7 @@ class Searcher:
         raise NotImplementedError
 
     def tell(self, candidate: np.ndarray, reward: float) -> None:
-        """Learn from the reward of a candidate returned by the last :meth:`ask`."""
+        """Learn from the reward of a candidate returned by an earlier :meth:`ask` (see :attr:`batch`)."""
         raise NotImplementedError
 
     def recommend(self) -> np.ndarray | None:
@@ -242,6 +249,46 @@ class SearchResult:
     out_dir: Path
 
 
+def task_seeds(seed: int, evaluation: int, episodes: int, fixed_tasks: bool = False) -> list[int]:
+    """The env reset seeds of evaluation ``evaluation`` (1, 2, ...) of a search with ``seed``.
+
+    Fresh tasks for every evaluation, derived from ``(seed, evaluation)`` alone so that any worker scores
+    an evaluation on the same tasks; with ``fixed_tasks`` the same ``seed, seed + 1, ...`` for all.
+    """
+    if fixed_tasks:
+        return [seed + episode for episode in range(episodes)]
+    return [int(value) for value in np.random.SeedSequence([seed, evaluation]).generate_state(episodes)]
+
+
+class CandidateWorker:
+    """Scores candidates on its own copy of the env: what each parallel worker of :func:`search` holds."""
+
+    def __init__(self, spec: gym.envs.registration.EnvSpec, env_kwargs: dict[str, Any], device: str) -> None:
+        self.env = gym.make(spec, device=device, **env_kwargs)
+
+    def score(self, candidate: np.ndarray, seeds: list[int]) -> dict[str, Any]:
+        """The mean reward of ``candidate`` over the episodes reset with ``seeds``, the sums of the env's
+        numeric ``info["cost_*"]`` and the seconds it took."""
+        start = time.perf_counter()
+        rewards, costs = [], defaultdict(float)
+        for seed in seeds:
+            reward, info = play(self.env, candidate, seed=seed)
+            rewards.append(reward)
+            for key, value in info.items():
+                if key.startswith("cost_") and isinstance(value, int | float | np.number):
+                    costs[key] += float(value)
+        return {"reward": float(np.mean(rewards)), "costs": dict(costs), "seconds": time.perf_counter() - start}
+
+
+def _format_candidate(candidate: np.ndarray) -> str:
+    """Space-separated, each value in the shortest form that reads back exactly (``3``, ``0.1``)."""
+    return " ".join(repr(float(value)).removesuffix(".0") for value in np.asarray(candidate, dtype=np.float64))
+
+
+def _parse_candidate(text: str) -> np.ndarray:
+    return np.array([float(value) for value in text.split()], dtype=np.float64)
+
+
 def search(
     method: str,
     env_id: str,
@@ -256,21 +303,34 @@ def search(
     device: str | torch.device = "cpu",
     progress: bool = True,
     command: str | None = None,
+    workers: int = 1,
+    address: str | None = None,
 ) -> SearchResult:
     """Run searcher ``method`` on ``env_id`` for ``evaluations`` candidates, each scored on ``episodes`` episodes.
 
-    Writes into ``out_dir``: ``trace.csv`` (one row per evaluation, rewritten after each: reward, best
-    reward so far, real seconds, the candidate, and the sums of any numeric ``info["cost_*"]`` the env reports, e.g. a
-    simulated training cost), ``best.json`` and ``checkpoint.pt`` (the best candidate as an
+    Writes into ``out_dir``: ``search.json`` (the settings), ``trace.csv`` (one row per evaluation, appended
+    as each result arrives: reward, best reward so far, the evaluation's own seconds, seconds since the
+    search began, the candidate, and the sums of any numeric ``info["cost_*"]`` the env reports, e.g. a
+    simulated training cost), then ``best.json`` and ``checkpoint.pt`` (the best candidate as an
     ``open-loop`` agent: what :meth:`Searcher.recommend` returns if not ``None``, else the best evaluated
     candidate). Returns the :class:`SearchResult`.
 
-    Tasks: by default the env's first reset is seeded with ``seed`` and later ones continue its task
-    stream, so each candidate meets fresh tasks (an unbiased but noisy score). ``fixed_tasks=True``
+    Tasks: evaluation ``i`` is scored on the episodes reset with :func:`task_seeds` ``(seed, i)``: fresh
+    tasks for each candidate (an unbiased but noisy score), the same on any worker. ``fixed_tasks=True``
     scores every candidate on the same ``episodes`` episodes (reset seeds ``seed, seed + 1, ...``):
     differences between candidates are then not blurred by task-to-task variation (common random
     numbers), at the risk of fitting those tasks; select the winner on other val tasks.
+
+    Workers: ``workers > 1`` scores candidates on that many Ray workers (:class:`metabench.cluster.Pool`;
+    ``address`` joins a cluster), as the searcher's :attr:`Searcher.batch` allows: asynchronous searchers
+    get a new candidate whenever a worker is free, batch-synchronous ones a batch at a time, and for those
+    the trace equals the serial one. Resume: a search interrupted before ``best.json`` was written (Ctrl-C,
+    a killed driver) continues from its ``trace.csv`` when run again with the same settings; the searcher
+    replays the recorded rewards, and for a serial or batch-synchronous search the result is the same as
+    an uninterrupted run.
     """
+    from metabench.cluster import Pool
+
     if evaluations < 1 or episodes < 1:
         raise ValueError(f"evaluations and episodes must be >= 1, got {evaluations} and {episodes}")
     env_kwargs = dict(env_kwargs or {})
@@ -285,43 +345,84 @@ def search(
     config = {**_defaults(searcher_class), **(config or {})}  # recorded in full: defaults may change
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "method": method,
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "seed": seed,
+        "episodes_per_evaluation": episodes,
+        "fixed_tasks": fixed_tasks,
+        "config": config,
+    }
+    trace = _resume(out, settings, searcher)
+    (out / "search.json").write_text(json.dumps({**settings, "evaluations": evaluations}, indent=1, default=str) + "\n")
 
-    trace: list[dict[str, Any]] = []
     best_reward, best_candidate, costs = -math.inf, None, defaultdict(float)
+    for row in trace:
+        if row["reward"] > best_reward:
+            best_reward, best_candidate = row["reward"], _parse_candidate(row["candidate"])
+    if trace:
+        costs.update({key[len("total_") :]: value for key, value in trace[-1].items() if key.startswith("total_")})
+    elapsed_before = trace[-1]["elapsed"] if trace else 0.0
     started = time.perf_counter()
-    with tqdm(total=evaluations, desc=f"search {method} on {env_id} (seed {seed})", disable=not progress) as bar:
-        for evaluation in range(1, evaluations + 1):
-            candidate = searcher.ask()
-            start = time.perf_counter()
-            rewards = []
-            for episode in range(episodes):
-                if fixed_tasks:
-                    reset_seed = seed + episode
-                else:
-                    reset_seed = seed if evaluation == 1 and episode == 0 else None
-                reward, info = play(env, candidate, seed=reset_seed)
-                rewards.append(reward)
-                for key, value in info.items():
-                    if key.startswith("cost_") and isinstance(value, int | float | np.number):
-                        costs[key] += float(value)
-            reward = float(np.mean(rewards))
-            searcher.tell(candidate, reward)
-            if reward > best_reward:
-                best_reward, best_candidate = reward, np.asarray(candidate, dtype=np.float64)
-            trace.append(
-                {
-                    "evaluation": evaluation,
-                    "reward": reward,
-                    "best_reward": best_reward,
-                    "seconds": round(time.perf_counter() - start, 4),
-                    **{f"total_{key}": round(value, 4) for key, value in costs.items()},
-                    "candidate": " ".join(f"{value:g}" for value in np.asarray(candidate, dtype=np.float64)),
-                }
-            )
-            write_csv(trace, out / "trace.csv")  # after every evaluation: an interrupted search keeps its trace
-            bar.update(1)
-            bar.set_postfix(reward=f"{reward:.4f}", best=f"{best_reward:.4f}")
-    wall = time.perf_counter() - started
+
+    def record(index: int, candidate: np.ndarray, result: dict[str, Any]) -> None:
+        nonlocal best_reward, best_candidate
+        searcher.tell(candidate, result["reward"])
+        for key, value in result["costs"].items():
+            costs[key] += value
+        if result["reward"] > best_reward:
+            best_reward, best_candidate = result["reward"], np.asarray(candidate, dtype=np.float64)
+        trace.append(
+            {
+                "evaluation": index,
+                "reward": result["reward"],
+                "best_reward": best_reward,
+                "seconds": round(result["seconds"], 4),
+                "elapsed": round(elapsed_before + time.perf_counter() - started, 3),
+                **{f"total_{key}": round(value, 4) for key, value in costs.items()},
+                "candidate": _format_candidate(candidate),
+            }
+        )
+        write_csv(trace, out / "trace.csv")  # after every result: an interrupted search resumes from here
+        bar.update(1)
+        bar.set_postfix(reward=f"{result['reward']:.4f}", best=f"{best_reward:.4f}")
+
+    batch = searcher.batch
+    next_index = max((row["evaluation"] for row in trace), default=0) + 1
+    asked, candidates = len(trace), {}
+    generation: list[list[Any]] = []  # batch-synchronous: [index, candidate, result or None] in ask order
+
+    def submit() -> None:
+        nonlocal next_index, asked
+        candidate = np.asarray(searcher.ask())
+        candidates[next_index] = candidate
+        pool.submit(next_index, "score", candidate, task_seeds(seed, next_index, episodes, fixed_tasks))
+        if batch is not None:
+            generation.append([next_index, candidate, None])
+        next_index, asked = next_index + 1, asked + 1
+
+    description = f"search {method} on {env_id} (seed {seed}{f', {workers} workers' if workers > 1 else ''})"
+    with (
+        Pool(CandidateWorker, spec, env_kwargs, str(device), workers=workers, address=address) as pool,
+        tqdm(total=evaluations, initial=len(trace), desc=description, disable=not progress) as bar,
+    ):
+        while len(trace) < evaluations:
+            if batch is None:
+                while asked < evaluations and (pool.idle() or not pool.pending()):
+                    submit()
+            elif not generation:  # the rest of a batch a resumed trace ended in, else a whole one
+                for _ in range(min(batch - asked % batch, evaluations - asked)):
+                    submit()
+            index, result = pool.next()
+            if batch is None:
+                record(index, candidates.pop(index), result)
+                continue
+            next(entry for entry in generation if entry[0] == index)[2] = result
+            while generation and generation[0][2] is not None:  # tell in the order asked
+                index, candidate, result = generation.pop(0)
+                record(index, candidate, result)
+    wall = trace[-1]["elapsed"]
 
     best = [float(value) for value in best_candidate]
     recommended = searcher.recommend()
@@ -329,14 +430,9 @@ def search(
     (out / "best.json").write_text(
         json.dumps(
             {
-                "method": method,
-                "env_id": env_id,
-                "env_kwargs": env_kwargs,
-                "seed": seed,
+                **settings,
                 "evaluations": evaluations,
-                "episodes_per_evaluation": episodes,
-                "fixed_tasks": fixed_tasks,
-                "config": config,
+                "workers": workers,
                 "best_reward": best_reward,
                 "best_evaluation": next(row["evaluation"] for row in trace if row["reward"] == best_reward),
                 "best_candidate": best,
@@ -361,6 +457,39 @@ def search(
         env_id, answer, out / "checkpoint.pt", training=training, iterations=evaluations, seed=seed, env=env
     )
     return SearchResult(best, best_reward, answer, trace, out)
+
+
+def _resume(out: Path, settings: dict[str, Any], searcher: Searcher) -> list[dict[str, Any]]:
+    """The trace of an unfinished search in ``out`` (none if there is none or it finished), replayed into
+    ``searcher``; refuses a trace written with other settings."""
+    path = out / "trace.csv"
+    if (out / "best.json").exists() or not path.exists():
+        return []
+    previous = json.loads((out / "search.json").read_text()) if (out / "search.json").exists() else None
+    if previous is None or json.loads(json.dumps(settings, default=str)) != {
+        key: value for key, value in previous.items() if key != "evaluations"
+    }:
+        raise ValueError(
+            f"{out} holds an unfinished search with other settings: resume it as it was, or use another --out"
+        )
+    with open(path, newline="") as handle:
+        trace = [
+            {
+                key: value if key == "candidate" else int(value) if key == "evaluation" else float(value)
+                for key, value in row.items()
+            }
+            for row in csv.DictReader(handle)
+        ]
+    for row in trace:
+        recorded = _parse_candidate(row["candidate"])
+        asked = np.asarray(searcher.ask(), dtype=np.float64)
+        if searcher.batch is not None and not np.array_equal(asked, recorded):
+            method = settings["method"]
+            raise ValueError(f"{path} does not replay: evaluation {row['evaluation']} is not what {method} asks now")
+        searcher.tell(asked if searcher.batch is not None else recorded, row["reward"])
+    where = f"{settings['method']} on {settings['env_id']} (seed {settings['seed']})"
+    print(f"resuming {where} after {len(trace)} evaluations")
+    return trace
 
 
 def _defaults(searcher_class: type[Searcher]) -> dict[str, Any]:

@@ -1,0 +1,147 @@
+"""Parallel work on Ray (metabench.cluster): searches and test protocols on workers equal their serial runs,
+a killed worker's calls are retried exactly once, and an interrupted search resumes from its trace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+import pytest
+import test_search
+import torch
+
+from metabench.cluster import Pool
+from metabench.evaluation import evaluate
+from metabench.search import search
+from metabench.training import build_learner, load_checkpoint
+
+ray = pytest.importorskip("ray")
+TARGET = "metabench-test/Target-continuous-h3-v0"
+DISCRETE = "metabench-test/Target-discrete-h2-v0"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance (2 CPUs) for the module; test classes travel by value to its workers."""
+    for module in (test_search, sys.modules[__name__]):
+        ray.cloudpickle.register_pickle_by_value(module)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+class Slow:
+    """A worker whose calls take a while, so that one can be killed mid-call."""
+
+    def work(self, x: int) -> tuple[int, int]:
+        time.sleep(1.0)
+        return x * x, os.getpid()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _without_timing(trace: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key not in ("seconds", "elapsed")} for row in trace]
+
+
+def test_a_killed_worker_has_its_calls_retried_once_and_nothing_lost(local_ray):
+    with Pool(Slow, workers=2) as pool:
+        before = set(pool.pids())
+        for x in range(6):
+            pool.submit(x, "work", x)
+        time.sleep(0.5)  # both workers are inside their first call
+        os.kill(next(iter(before)), signal.SIGKILL)
+        results = [pool.next() for _ in range(6)]
+        assert pool.pending() == 0
+    assert sorted(tag for tag, _ in results) == list(range(6))  # every call answered once
+    assert all(value == tag * tag for tag, (value, _) in results)
+    assert {pid for _, (_, pid) in results} - before  # a restarted worker answered some
+
+
+def test_batch_synchronous_search_on_workers_equals_the_serial_trace(local_ray, tmp_path):
+    kwargs = {"noise": 1.0}  # seeded task noise: the workers must reset with the serial run's seeds
+    config = {"popsize": 4}
+    serial = search(
+        "cmaes",
+        TARGET,
+        evaluations=10,
+        out_dir=tmp_path / "serial",
+        seed=3,
+        env_kwargs=kwargs,
+        config=config,
+        progress=False,
+    )
+    parallel = search(
+        "cmaes",
+        TARGET,
+        evaluations=10,
+        out_dir=tmp_path / "parallel",
+        seed=3,
+        env_kwargs=kwargs,
+        config=config,
+        progress=False,
+        workers=2,
+    )
+    assert _without_timing(parallel.trace) == _without_timing(serial.trace)
+    assert parallel.answer == serial.answer
+    assert [row["evaluation"] for row in parallel.trace] == list(range(1, 11))
+
+
+def test_asynchronous_search_on_workers_scores_each_candidate_once(local_ray, tmp_path):
+    result = search(
+        "evolution",
+        DISCRETE,
+        evaluations=12,
+        out_dir=tmp_path / "evolution",
+        seed=1,
+        config={"population": 4, "sample": 2},
+        progress=False,
+        workers=2,
+    )
+    assert sorted(row["evaluation"] for row in result.trace) == list(range(1, 13))
+    target = test_search.TARGET
+    for row in result.trace:  # noise-free env: the reward is minus the candidate's distance to the target
+        assert row["reward"] == -np.abs(np.array(row["candidate"].split(), float) - target).sum()
+    assert result.best_reward == max(row["reward"] for row in result.trace)
+
+
+@pytest.mark.parametrize("method", ["random", "cmaes", "reinforce"])
+def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, method):
+    env_id = DISCRETE if method != "cmaes" else TARGET
+    common = {"evaluations": 10, "seed": 4, "env_kwargs": {"noise": 0.5}, "progress": False}
+    config = {"batch": 3} if method == "reinforce" else {}
+    whole = search(method, env_id, out_dir=tmp_path / "whole", config=config, **common)
+    search(method, env_id, out_dir=tmp_path / "cut", config=config, **common)
+    lines = (tmp_path / "cut" / "trace.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "cut" / "trace.csv").write_text("".join(lines[:5]))  # as if killed after 4 evaluations
+    (tmp_path / "cut" / "best.json").unlink()
+    resumed = search(method, env_id, out_dir=tmp_path / "cut", config=config, **common)
+    assert _without_timing(resumed.trace) == _without_timing(whole.trace)
+    assert resumed.answer == whole.answer
+    with pytest.raises(ValueError, match="other settings"):
+        (tmp_path / "cut" / "best.json").unlink()
+        search(method, env_id, out_dir=tmp_path / "cut", config=config, **{**common, "seed": 5})
+
+
+def test_test_protocol_on_workers_equals_the_serial_run(local_ray, tmp_path):
+    learner = build_learner("protonet", "MetaOmniglot-5w1s-v1", {"width": 8}, "cpu", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker: the same float results
+    try:
+        serial = evaluate(learner, "MetaOmniglot-5w1s-v1", n_episodes=60, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = evaluate(learner, "MetaOmniglot-5w1s-v1", n_episodes=60, progress=False, workers=2)
+    assert parallel[1] == serial[1] and len(serial[1]) == 60  # 3 chunks, the last one partial
+    assert parallel[0]["protocol"] == serial[0]["protocol"] and parallel[0]["results"] == serial[0]["results"]
+    assert parallel[0]["run"]["workers"] == 2
+
+    search("random", DISCRETE, evaluations=3, out_dir=tmp_path / "s", progress=False)  # a multi-step agent
+    agent, _ = load_checkpoint(tmp_path / "s" / "checkpoint.pt")
+    serial = evaluate(agent, DISCRETE, progress=False)
+    parallel = evaluate(agent, DISCRETE, progress=False, workers=2)
+    assert parallel[1] == serial[1] and parallel[0]["protocol"] == serial[0]["protocol"]
