@@ -201,6 +201,51 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_grid(pairs: list[str]) -> dict[str, list]:
+    """``key=v1,v2,...`` pairs as ``{key: [v1, v2, ...]}``, each value read as in :func:`parse_key_values`."""
+    grid = {}
+    for pair in pairs:
+        key, sep, values = pair.partition("=")
+        if not sep or not values:
+            raise ValueError(f"--grid takes key=value1,value2,... pairs, got {pair!r}")
+        grid[key] = [parse_key_values([f"{key}={value}"], "--grid")[key] for value in values.split(",")]
+    return grid
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Train a learner over seeds x a config grid (Ray Tune trials with --workers > 1), test each run, aggregate."""
+    from metabench.learners import load_learner_class
+    from metabench.sweep import sweep
+
+    _check_env_id(args.env)
+    load_learner_class(args.agent)  # an unknown learner fails here, not in every trial
+    out = Path(args.out or f"runs/sweep/{args.agent}-{args.env}")
+    rows = sweep(
+        args.agent,
+        args.env,
+        out,
+        seeds=args.seeds,
+        grid=parse_grid(args.grid),
+        config=parse_key_values(args.config),
+        iterations=args.iterations,
+        time_budget=args.time_budget,
+        env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
+        device=args.device,
+        workers=args.workers,
+        address=args.address,
+    )
+    score = "accuracy" if any("test_accuracy_mean" in row for row in rows) else "reward"
+    for row in rows:
+        val, test = (f"{kind}_{score}" for kind in ("val", "test"))
+        print(
+            f"{row['point']} (seeds {row['seeds']}): val {score} {row.get(f'{val}_mean', float('nan')):.4f} "
+            f"(s.d. {row.get(f'{val}_sd', float('nan')):.4f}), test {score} {row[f'{test}_mean']:.4f} "
+            f"(s.d. {row[f'{test}_sd']:.4f} across seeds)"
+        )
+    print(f"runs and sweep.csv / summary.csv in {out}; choose a grid point by val, not by test")
+    return 0
+
+
 def _print_summary(rows: list[dict]) -> None:
     for row in rows:
         print(
@@ -337,6 +382,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_worker_arguments(evaluate, "episodes scored in parallel (Ray workers; default 1: in this process)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    sweep_parser = commands.add_parser(
+        "sweep",
+        help="train a learner over seeds x a config grid, test every run, aggregate across seeds",
+        description="Every (grid point, seed) is a trial: metabench train into OUT/<point>-s<seed>, then the test "
+        "protocol on its last checkpoint. Writes sweep.csv (one row per trial) and summary.csv (mean and s.d. "
+        "across seeds per grid point). With --workers > 1 the trials are Ray Tune trials; re-running an "
+        "interrupted sweep resumes it.",
+    )
+    sweep_parser.add_argument("agent", help="learner name or module:Class")
+    sweep_parser.add_argument("--env", required=True, help="versioned env id")
+    sweep_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    sweep_parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="config values to sweep")
+    sweep_parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="config of every trial")
+    sweep_parser.add_argument("--iterations", type=int, default=60000, help="meta-iterations per trial")
+    sweep_parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="training seconds per trial")
+    sweep_parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="env arguments")
+    sweep_parser.add_argument("--device", default="cpu")
+    sweep_parser.add_argument("--out", help="sweep folder (default: runs/sweep/AGENT-ENV)")
+    _add_worker_arguments(sweep_parser, "trials run at once (Ray Tune, one CPU each; default 1: in this process)")
+    sweep_parser.set_defaults(func=cmd_sweep)
 
     search_parser = commands.add_parser(
         "search",

@@ -3,6 +3,8 @@ a killed worker's calls are retried exactly once, and an interrupted search resu
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import sys
@@ -16,6 +18,7 @@ import torch
 from metabench.cluster import Pool
 from metabench.evaluation import evaluate
 from metabench.search import search
+from metabench.sweep import sweep
 from metabench.training import build_learner, load_checkpoint
 
 ray = pytest.importorskip("ray")
@@ -42,6 +45,17 @@ class Slow:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread, as each Ray worker: float results then match the workers' bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _without_timing(trace: list[dict]) -> list[dict]:
@@ -129,12 +143,8 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path, met
 
 def test_test_protocol_on_workers_equals_the_serial_run(local_ray, tmp_path):
     learner = build_learner("protonet", "MetaOmniglot-5w1s-v1", {"width": 8}, "cpu", 0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each worker: the same float results
-    try:
+    with one_thread():
         serial = evaluate(learner, "MetaOmniglot-5w1s-v1", n_episodes=60, progress=False)
-    finally:
-        torch.set_num_threads(threads)
     parallel = evaluate(learner, "MetaOmniglot-5w1s-v1", n_episodes=60, progress=False, workers=2)
     assert parallel[1] == serial[1] and len(serial[1]) == 60  # 3 chunks, the last one partial
     assert parallel[0]["protocol"] == serial[0]["protocol"] and parallel[0]["results"] == serial[0]["results"]
@@ -145,3 +155,26 @@ def test_test_protocol_on_workers_equals_the_serial_run(local_ray, tmp_path):
     serial = evaluate(agent, DISCRETE, progress=False)
     parallel = evaluate(agent, DISCRETE, progress=False, workers=2)
     assert parallel[1] == serial[1] and parallel[0]["protocol"] == serial[0]["protocol"]
+
+
+def test_a_sweep_runs_every_trial_once_on_tune_workers_and_resumes(local_ray, tmp_path):
+    common = {"seeds": [0, 1], "grid": {"width": [4]}, "config": {"train_way": 5}, "iterations": 2}
+    with one_thread():
+        serial = sweep("protonet", "MetaOmniglot-5w1s-v1", tmp_path / "serial", **common)
+    parallel = sweep("protonet", "MetaOmniglot-5w1s-v1", tmp_path / "tune", workers=2, **common)
+    (row,) = serial
+    assert row["point"] == "width=4" and row["seeds"] == "0 1"
+    trials = [json.loads((tmp_path / "serial" / f"width=4-s{seed}" / "trial.json").read_text()) for seed in (0, 1)]
+    scores = [trial["test_accuracy"] for trial in trials]
+    assert row["test_accuracy_mean"] == pytest.approx(np.mean(scores))
+    assert row["test_accuracy_sd"] == pytest.approx(np.std(scores, ddof=1))
+    assert scores[0] != scores[1]  # the seeds differ
+    for key in ("test_accuracy_mean", "val_accuracy_mean", "iterations_mean"):
+        assert parallel[0][key] == row[key]  # the same trials, on Tune's workers
+    assert (tmp_path / "serial" / "width=4-s1" / "evaluation-MetaOmniglot-5w1s-v1" / "summary.json").exists()
+
+    kept = (tmp_path / "serial" / "width=4-s0" / "trial.json").stat().st_mtime_ns
+    (tmp_path / "serial" / "width=4-s1" / "trial.json").unlink()  # as if interrupted before trial 2 finished
+    again = sweep("protonet", "MetaOmniglot-5w1s-v1", tmp_path / "serial", **common)
+    assert (tmp_path / "serial" / "width=4-s0" / "trial.json").stat().st_mtime_ns == kept  # not run again
+    assert again[0]["test_accuracy_mean"] == pytest.approx(row["test_accuracy_mean"])

@@ -1,0 +1,198 @@
+"""Sweeps: one learner trained over seeds x a config grid, each trial an ordinary run, evaluated and aggregated.
+
+``metabench sweep AGENT --env ENV --seeds 0 1 2 --grid lr=0.001,0.003`` runs every (grid point, seed)
+as a *trial*: ``metabench train`` into its own run folder ``OUT/<point>-s<seed>`` (checkpoint, log,
+curve), then the frozen test protocol of ``metabench evaluate`` on its last checkpoint
+(``evaluation-ENV/``, recorded in the run's ``test_runs.jsonl``). ``sweep.csv`` has one row per trial
+and ``summary.csv`` one per grid point: mean and standard deviation across seeds of the test score,
+next to the last validation score, which is the one to choose a grid point by (choosing by the test
+column is model selection on test, and ``metabench submit`` asks about it).
+
+With ``workers > 1`` the trials are Ray Tune trials (one CPU each; ``address`` joins a cluster), and
+a sweep that was interrupted resumes: finished trials are kept, unfinished runs continue from their
+checkpoints. Serially (``workers=1``) trials run one after another in this process, which needs no
+Ray and resumes the same way, through the run folders.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metabench.training import write_csv
+
+RESULT = "trial.json"
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, in the order given (one empty point for an empty grid)."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[key] for key in keys))]
+
+
+def point_name(point: dict[str, Any]) -> str:
+    """A folder name for a grid point: ``lr=0.001,width=32``; ``default`` for the empty point."""
+    return ",".join(f"{key}={value}" for key, value in point.items()) or "default"
+
+
+def run_trial(
+    agent: str,
+    env_id: str,
+    out_dir: str,
+    *,
+    seed: int,
+    config: dict[str, Any],
+    iterations: int,
+    time_budget: float | None,
+    env_kwargs: dict[str, Any],
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Train one trial into ``out_dir`` (resuming its checkpoint if any) and run the test protocol on it once.
+
+    Returns (and writes to ``trial.json``) the trial's record: its grid point, seed, iterations, wall time,
+    last validation score and test score. A trial whose ``trial.json`` exists is not run again.
+    """
+    from metabench.evaluation import evaluate, record_test_run, write_evaluation
+    from metabench.training import load_checkpoint, train
+
+    out = Path(out_dir)
+    if (out / RESULT).exists():
+        return json.loads((out / RESULT).read_text())
+    path = train(
+        agent,
+        env_id,
+        out,
+        iterations=iterations,
+        config=config,
+        seed=seed,
+        time_budget=time_budget,
+        device=device,
+        progress=False,
+        env_kwargs=env_kwargs,
+    )
+    learner, checkpoint = load_checkpoint(path, device, agent=agent)
+    summary, records = evaluate(learner, env_id, device=device, progress=False, env_kwargs=env_kwargs)
+    summary["training"] = {**checkpoint["training"], "iterations": checkpoint["iteration"], "seed": seed}
+    summary["checkpoint"] = {"path": str(path), "sha256": _sha256(path)}
+    write_evaluation(summary, records, out / f"evaluation-{env_id}")
+    record_test_run(path, summary)
+    last = checkpoint["history"][-1] if checkpoint["history"] else {}
+    result = {
+        "point": point_name(config),
+        "seed": seed,
+        "iterations": checkpoint["iteration"],
+        "wall_seconds": checkpoint["training"]["wall_seconds"],
+        "val_accuracy": last.get("val_accuracy"),
+        "val_reward": last.get("val_reward"),
+        "test_accuracy": summary["results"].get("accuracy_mean"),
+        "test_reward": summary["results"]["reward_mean"],
+        "run": str(out),
+    }
+    (out / RESULT).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sweep(
+    agent: str,
+    env_id: str,
+    out_dir: str | Path,
+    *,
+    seeds: list[int],
+    grid: dict[str, list[Any]] | None = None,
+    config: dict[str, Any] | None = None,
+    iterations: int = 60_000,
+    time_budget: float | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    device: str = "cpu",
+    workers: int = 1,
+    address: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run every (grid point, seed) trial (:func:`run_trial`) and write ``sweep.csv`` and ``summary.csv``.
+
+    ``config`` holds settings shared by every trial, ``grid`` the ones that vary. Returns the summary rows.
+    """
+    if not seeds:
+        raise ValueError("a sweep needs at least one seed")
+    out = Path(out_dir).resolve()  # Ray Tune runs trials in folders of its own
+    points = [{**(config or {}), **point} for point in grid_points(grid or {})]
+    trials = [(point, seed) for point in points for seed in seeds]
+    common = {"iterations": iterations, "time_budget": time_budget, "env_kwargs": dict(env_kwargs or {})}
+    common["device"] = device
+
+    def folder(point: dict[str, Any], seed: int) -> str:
+        return str(out / f"{point_name(grid_point(point))}-s{seed}")
+
+    def grid_point(point: dict[str, Any]) -> dict[str, Any]:
+        return {key: point[key] for key in (grid or {})}
+
+    if workers == 1:
+        results = []
+        for number, (point, seed) in enumerate(trials, start=1):
+            print(f"trial {number}/{len(trials)}: {point_name(grid_point(point))}, seed {seed}", flush=True)
+            results.append(run_trial(agent, env_id, folder(point, seed), seed=seed, config=point, **common))
+    else:
+        results = _tune(agent, env_id, out, trials, folder, common, workers, address)
+    for result, (point, _) in zip(results, trials, strict=True):
+        result["point"] = point_name(grid_point(point))
+    write_csv(results, out / "sweep.csv")
+    summary = aggregate(results)
+    write_csv(summary, out / "summary.csv")
+    return summary
+
+
+def _tune(agent, env_id, out, trials, folder, common, workers, address) -> list[dict[str, Any]]:
+    """The trials as Ray Tune trials (one CPU each, ``workers`` at a time); resumes an interrupted sweep."""
+    from ray import tune
+
+    from metabench.cluster import connect
+
+    connect(address)
+
+    def trainable(spec: dict[str, Any]) -> None:
+        point, seed = trials[spec["trial"]]
+        tune.report(run_trial(agent, env_id, folder(point, seed), seed=seed, config=point, **common))
+
+    resources = tune.with_resources(trainable, {"cpu": 1})
+    experiment = out / "tune"
+    if tune.Tuner.can_restore(str(experiment)):
+        tuner = tune.Tuner.restore(str(experiment), trainable=resources, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            resources,
+            param_space={"trial": tune.grid_search(list(range(len(trials))))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=workers),
+            run_config=tune.RunConfig(
+                storage_path=str(out), name="tune", failure_config=tune.FailureConfig(max_failures=2), verbose=1
+            ),
+        )
+    grid = tuner.fit()
+    errors = [result.error for result in grid if result.error is not None]
+    if errors:
+        raise RuntimeError(f"{len(errors)} sweep trial(s) failed; the first: {errors[0]}")
+    # each trial's record is its trial.json (a restored Tune run may not hold the metrics of every trial)
+    return [json.loads((Path(folder(point, seed)) / RESULT).read_text()) for point, seed in trials]
+
+
+def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per grid point: seeds, and the mean and standard deviation across seeds of every score."""
+    rows = []
+    for point in dict.fromkeys(result["point"] for result in results):
+        trials = [result for result in results if result["point"] == point]
+        row: dict[str, Any] = {"point": point, "seeds": " ".join(str(trial["seed"]) for trial in trials)}
+        for key in ("val_accuracy", "val_reward", "test_accuracy", "test_reward", "iterations", "wall_seconds"):
+            values = np.array([trial[key] for trial in trials if trial.get(key) is not None], dtype=np.float64)
+            if len(values):
+                row[f"{key}_mean"] = float(values.mean())
+                row[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+        rows.append(row)
+    return rows
