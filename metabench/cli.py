@@ -178,6 +178,30 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     _check_env_id(args.env)
     out = Path(args.out or f"runs/search/{args.method}-{args.env}")
+    if args.scheduler == "asha":
+        from metabench.multifidelity import asha_search
+
+        for seed in args.seeds:
+            result = asha_search(
+                args.method,
+                args.env,
+                evaluations=args.evaluations,
+                out_dir=out / f"seed-{seed}",
+                seed=seed,
+                episodes=args.episodes,
+                min_fidelity=args.min_fidelity,
+                reduction_factor=args.reduction_factor,
+                env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
+                config=parse_key_values(args.config),
+                device=args.device,
+                workers=args.workers,
+                address=args.address,
+                command=shlex.join(["metabench", *args.argv]),
+            )
+            print(
+                f"seed {seed}: best full-fidelity reward {result.best_reward:.4f} -> {result.out_dir / 'checkpoint.pt'}"
+            )
+        return 0
     for seed in args.seeds:
         result = search(
             args.method,
@@ -423,6 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search_parser.add_argument("--device", default="cpu")
     _add_worker_arguments(search_parser, "candidates scored in parallel (Ray workers; default 1: in this process)")
+    search_parser.add_argument(
+        "--scheduler",
+        choices=["none", "asha"],
+        default="none",
+        help="asha: multi-fidelity search over the env's fidelity with Ray Tune's ASHA (random or evolution)",
+    )
+    search_parser.add_argument("--min-fidelity", type=int, help="ASHA's first rung (default: fidelity / 9)")
+    search_parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA's reduction factor (default 3)")
     search_parser.add_argument("--out", help="output folder (default: runs/search/METHOD-ENV)")
     search_parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="env arguments")
     search_parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="searcher arguments")

@@ -280,7 +280,7 @@ class CandidateWorker:
         return {"reward": float(np.mean(rewards)), "costs": dict(costs), "seconds": time.perf_counter() - start}
 
 
-def _format_candidate(candidate: np.ndarray) -> str:
+def format_candidate(candidate: np.ndarray) -> str:
     """Space-separated, each value in the shortest form that reads back exactly (``3``, ``0.1``)."""
     return " ".join(repr(float(value)).removesuffix(".0") for value in np.asarray(candidate, dtype=np.float64))
 
@@ -342,7 +342,7 @@ def search(
     env = gym.make(env_id, device=device, **env_kwargs)
     searcher_class = load_searcher(method)
     searcher = searcher_class(candidate_space(env), seed, **(config or {}))
-    config = {**_defaults(searcher_class), **(config or {})}  # recorded in full: defaults may change
+    config = {**searcher_defaults(searcher_class), **(config or {})}  # recorded in full: defaults may change
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -381,7 +381,7 @@ def search(
                 "seconds": round(result["seconds"], 4),
                 "elapsed": round(elapsed_before + time.perf_counter() - started, 3),
                 **{f"total_{key}": round(value, 4) for key, value in costs.items()},
-                "candidate": _format_candidate(candidate),
+                "candidate": format_candidate(candidate),
             }
         )
         write_csv(trace, out / "trace.csv")  # after every result: an interrupted search resumes from here
@@ -492,7 +492,7 @@ def _resume(out: Path, settings: dict[str, Any], searcher: Searcher) -> list[dic
     return trace
 
 
-def _defaults(searcher_class: type[Searcher]) -> dict[str, Any]:
+def searcher_defaults(searcher_class: type[Searcher]) -> dict[str, Any]:
     """The keyword defaults of a searcher's ``__init__`` (its hyperparameters)."""
     parameters = inspect.signature(searcher_class.__init__).parameters.values()
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import test_search
 import torch
+from gymnasium.envs.registration import register, registry
 
 from metabench.cluster import Pool
 from metabench.evaluation import evaluate
+from metabench.multifidelity import asha_search, rungs
 from metabench.search import search
 from metabench.sweep import sweep
 from metabench.training import build_learner, load_checkpoint
@@ -178,3 +180,42 @@ def test_a_sweep_runs_every_trial_once_on_tune_workers_and_resumes(local_ray, tm
     again = sweep("protonet", "MetaOmniglot-5w1s-v1", tmp_path / "serial", **common)
     assert (tmp_path / "serial" / "width=4-s0" / "trial.json").stat().st_mtime_ns == kept  # not run again
     assert again[0]["test_accuracy_mean"] == pytest.approx(row["test_accuracy_mean"])
+
+
+class NoisyTarget(test_search.TargetEnv):
+    """TargetEnv with a ``fidelity``: its reward's seeded noise shrinks as the fidelity grows, which costs that many
+    ``cost_train_episodes`` (as MetaNAS's training episodes)."""
+
+    def __init__(self, fidelity: int = 27, **kwargs):
+        super().__init__(**kwargs)
+        self.fidelity = fidelity
+
+    def step(self, action):
+        observation, reward, terminated, truncated, _ = super().step(action)
+        if not terminated:
+            return observation, reward, terminated, truncated, {}
+        noise = float(self.np_random.normal()) * 3.0 / self.fidelity
+        return observation, reward + noise, terminated, truncated, {"cost_train_episodes": float(self.fidelity)}
+
+
+NOISY = "metabench-test/NoisyTarget-v0"
+if NOISY not in registry:
+    register(NOISY, entry_point=NoisyTarget, kwargs={"kind": "discrete", "horizon": 2, "fidelity": 27, "split": "val"})
+
+
+def test_asha_promotes_few_candidates_to_the_full_fidelity_and_charges_every_rung(local_ray, tmp_path):
+    assert rungs(3, 27) == [3, 9, 27] and rungs(4, 30) == [4, 12, 30] and rungs(27, 27) == [27]
+    result = asha_search("random", NOISY, evaluations=9, out_dir=tmp_path, seed=0, min_fidelity=3, workers=2)
+    fidelities = [row["fidelity"] for row in result.trace]
+    assert sorted(set(row["trial"] for row in result.trace)) == list(range(1, 10))  # every candidate started
+    assert fidelities.count(3) == 9 and fidelities.count(27) < 9  # ASHA stopped some early
+    assert result.trace[-1]["total_cost_train_episodes"] == sum(fidelities)  # every rung charged
+    full = [row for row in result.trace if row["fidelity"] == 27]
+    assert result.best_reward == max(row["reward"] for row in full)
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["scheduler"]["rungs"] == [3, 9, 27] and best["env_kwargs"]["fidelity"] == 27
+    assert (tmp_path / "checkpoint.pt").exists()
+    with pytest.raises(ValueError, match="no fidelity"):
+        asha_search("random", DISCRETE, evaluations=2, out_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="batch-synchronous"):
+        asha_search("reinforce", NOISY, evaluations=2, out_dir=tmp_path / "y", config={"batch": 2})
