@@ -74,8 +74,10 @@ class _Actor:
             self.worker = _start_worker(*ray.get(setup[0]))
         return getattr(self.worker, method)(*args)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def where(self) -> tuple[str, int]:
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), os.getpid()
 
 
 class Pool:
@@ -164,9 +166,20 @@ class Pool:
 
     def pids(self) -> list[int]:
         """The worker processes' ids (this process's in the serial case)."""
+        return [pid for _, pid in self.placement()]
+
+    def placement(self) -> list[tuple[str, int]]:
+        """``(Ray node id, process id)`` of every worker (``("local", pid)`` in the serial case)."""
         if self.workers == 1:
-            return [os.getpid()]
-        return self._ray.get([actor.pid.remote() for actor in self._actors])
+            return [("local", os.getpid())]
+        return self._ray.get([actor.where.remote() for actor in self._actors])
+
+    def describe(self) -> str:
+        """One line for the user: how many workers on how many nodes."""
+        if self.workers == 1:
+            return "1 worker (this process)"
+        nodes = {node for node, _ in self.placement()}
+        return f"{self.workers} Ray workers on {len(nodes)} node{'s' if len(nodes) > 1 else ''}"
 
     def close(self) -> None:
         """End the Ray actors (the local worker is simply dropped)."""

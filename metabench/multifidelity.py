@@ -132,6 +132,12 @@ def asha_search(
             self.asked[trial_id] = np.asarray(searcher.ask(), dtype=np.float64)
             return {"candidate": self.asked[trial_id].tolist(), "number": self.count}
 
+        def save(self, checkpoint_path: str) -> None:
+            """Nothing to save: an interrupted ASHA search starts again."""
+
+        def restore(self, checkpoint_path: str) -> None:
+            """Nothing to restore (see :meth:`save`)."""
+
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             candidate = self.asked.pop(trial_id)
             if result is not None and not error and "reward" in result:

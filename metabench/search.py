@@ -407,6 +407,8 @@ def search(
         Pool(CandidateWorker, spec, env_kwargs, str(device), workers=workers, address=address) as pool,
         tqdm(total=evaluations, initial=len(trace), desc=description, disable=not progress) as bar,
     ):
+        if workers > 1 and progress:
+            bar.write(f"search {method} on {env_id}: {pool.describe()}")
         while len(trace) < evaluations:
             if batch is None:
                 while asked < evaluations and (pool.idle() or not pool.pending()):
