@@ -20,10 +20,10 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from baselines.maml import MAML
 from metabench import models
 from metabench.inner_loop import adapt
 from metabench.learners import task_losses
+from metabench_baselines.maml import MAML
 
 
 class ANIL(MAML):

@@ -19,9 +19,9 @@ is written as an ``open-loop`` checkpoint for ``metabench evaluate`` on the test
 
 Commands::
 
-    python -m baselines.augment_policies fixed --out DIR                 # checkpoints of the fixed policies
-    python -m baselines.augment_policies select RUN_DIR... [--ppo CKPT ...] --out DIR
-    python -m baselines.augment_policies paired EVAL_DIR BASELINE_EVAL_DIR  # per-episode paired difference
+    python -m metabench_baselines.augment_policies fixed --out DIR                 # checkpoints of the fixed policies
+    python -m metabench_baselines.augment_policies select RUN_DIR... [--ppo CKPT ...] --out DIR
+    python -m metabench_baselines.augment_policies paired EVAL_DIR BASELINE_EVAL_DIR  # per-episode paired difference
 """
 
 from __future__ import annotations
@@ -265,7 +265,9 @@ def paired(eval_dir: str | Path, baseline_dir: str | Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """The ``fixed``, ``select`` and ``paired`` commands (see the module doc)."""
-    parser = argparse.ArgumentParser(prog="python -m baselines.augment_policies", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m metabench_baselines.augment_policies", description=__doc__.splitlines()[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     fixed_parser = commands.add_parser("fixed", help="write the fixed policies as open-loop checkpoints")
     fixed_parser.add_argument("--out", required=True)
@@ -281,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     paired_parser.add_argument("evaluation")
     paired_parser.add_argument("baseline")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "-m", "baselines.augment_policies", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(
+        ["python", "-m", "metabench_baselines.augment_policies", *(sys.argv[1:] if argv is None else argv)]
+    )
     if args.command == "fixed":
         for name, path in write_fixed(args.out, args.env, command).items():
             print(f"{name}: {path}")

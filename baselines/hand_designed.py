@@ -18,7 +18,7 @@ the harness's validation).
   the agents, not submitted to the leaderboard. The same reference path run with SGD reproduces the
   gym path (tests/test_optimizer_baselines.py), which is what makes the Adam numbers comparable.
 
-Run: ``python -m baselines.hand_designed --env MetaOptimizer-Sinusoid-v0 --val-episodes 200 --out DIR``
+Run: ``python -m metabench_baselines.hand_designed --env MetaOptimizer-Sinusoid-v0 --val-episodes 200 --out DIR``
 writes ``grid.csv`` (every grid point of both methods), the tuned SGD's ``sgd/checkpoint.pt`` and the
 tuned Adam's test evaluation ``adam/summary.json`` + ``adam/episodes.jsonl``.
 """
@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "-m", "baselines.hand_designed", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(
+        ["python", "-m", "metabench_baselines.hand_designed", *(sys.argv[1:] if argv is None else argv)]
+    )
 
     tuned = {}
     all_rows = []

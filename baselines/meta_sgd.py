@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from baselines.learned_optimizer import UnrolledOptimizer
+from metabench_baselines.learned_optimizer import UnrolledOptimizer
 
 
 class MetaSGD(UnrolledOptimizer):

@@ -4,7 +4,7 @@ Every metabench env is a plain Gymnasium env, so an off-the-shelf RL library tra
 This file is the worked example of turning such an agent into a metabench agent that the evaluation
 harness and the leaderboard can score:
 
-1. Train: ``python -m baselines.ppo --env MetaAugment-Omniglot-5w1s-v0 --timesteps 64 --seed 0 --out
+1. Train: ``python -m metabench_baselines.ppo --env MetaAugment-Omniglot-5w1s-v0 --timesteps 64 --seed 0 --out
    runs/ppo-augment --config n_steps=16 batch_size=16`` trains SB3 PPO (``MlpPolicy``; ``MultiInputPolicy``
    for the dict observations of MetaOmniglot/MetaSinusoid) on the env as registered (``--env-kwargs k=v``
    overrides its arguments). It writes ``trace.csv``, one row per finished episode (``episode``,
@@ -126,7 +126,9 @@ class PPO(Learner):
         return torch.as_tensor(self.act(observation), device=support_inputs.device)
 
     def train_step(self, episodes: Any) -> dict[str, float]:
-        raise NotImplementedError("PPO trains by interacting with its env: python -m baselines.ppo --env ID ...")
+        raise NotImplementedError(
+            "PPO trains by interacting with its env: python -m metabench_baselines.ppo --env ID ..."
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict()}
@@ -236,8 +238,8 @@ def train_ppo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m baselines.ppo --env ID --timesteps N --seed S --out DIR [--env-kwargs k=v ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m baselines.ppo", description=__doc__.splitlines()[0])
+    """``python -m metabench_baselines.ppo --env ID --timesteps N --seed S --out DIR [--env-kwargs k=v ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m metabench_baselines.ppo", description=__doc__.splitlines()[0])
     parser.add_argument("--env", required=True, help="a metabench env id, e.g. MetaAugment-Omniglot-5w1s-v0")
     parser.add_argument("--timesteps", type=int, required=True, help="env steps to train for")
     parser.add_argument("--seed", type=int, default=0)
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         config=parse_key_values(args.config),
         env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
         device=args.device,
-        command=shlex.join(["python", "-m", "baselines.ppo", *argv]),
+        command=shlex.join(["python", "-m", "metabench_baselines.ppo", *argv]),
     )
     print(f"checkpoint: {path}\ntrace: {path.parent / 'trace.csv'}")
     return 0

@@ -32,9 +32,9 @@ import numpy as np
 from gymnasium import spaces
 
 import metabench  # noqa: F401  (registers the environments)
-from baselines.search import CMAES
 from metabench.learners import class_reference
 from metabench.search import ENTRY_POINT_GROUP, search
+from metabench_baselines.search import CMAES
 
 
 def to_discrete(unit: np.ndarray, nvec: np.ndarray) -> np.ndarray:

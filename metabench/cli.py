@@ -481,6 +481,8 @@ def _interrupted(error: KeyboardInterrupt, args: argparse.Namespace) -> str:
     path, iteration = getattr(error, "path", None), getattr(error, "iteration", None)
     if path is None:
         return "metabench: interrupted"
+    if iteration is None:  # a search: its trace is kept
+        return f"metabench: {error}; re-run the same command to resume"
     budget = getattr(args, "time_budget", None)
     more = f" (it trains up to {budget:g} s more: --time-budget counts per call)" if budget is not None else ""
     saved = f"metabench: interrupted at iteration {iteration}; checkpoint saved to {path}"

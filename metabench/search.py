@@ -249,6 +249,14 @@ class SearchResult:
     out_dir: Path
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """Raised by :func:`search` on Ctrl-C: ``path`` (its trace) and ``evaluations`` (recorded) say what is kept."""
+
+    def __init__(self, path: Path, evaluations: int) -> None:
+        super().__init__(f"search interrupted after {evaluations} evaluations; trace saved to {path}")
+        self.path, self.evaluations = path, evaluations
+
+
 def task_seeds(seed: int, evaluation: int, episodes: int, fixed_tasks: bool = False) -> list[int]:
     """The env reset seeds of evaluation ``evaluation`` (1, 2, ...) of a search with ``seed``.
 
@@ -403,27 +411,30 @@ def search(
         next_index, asked = next_index + 1, asked + 1
 
     description = f"search {method} on {env_id} (seed {seed}{f', {workers} workers' if workers > 1 else ''})"
-    with (
-        Pool(CandidateWorker, spec, env_kwargs, str(device), workers=workers, address=address) as pool,
-        tqdm(total=evaluations, initial=len(trace), desc=description, disable=not progress) as bar,
-    ):
-        if workers > 1 and progress:
-            bar.write(f"search {method} on {env_id}: {pool.describe()}")
-        while len(trace) < evaluations:
-            if batch is None:
-                while asked < evaluations and (pool.idle() or not pool.pending()):
-                    submit()
-            elif not generation:  # the rest of a batch a resumed trace ended in, else a whole one
-                for _ in range(min(batch - asked % batch, evaluations - asked)):
-                    submit()
-            index, result = pool.next()
-            if batch is None:
-                record(index, candidates.pop(index), result)
-                continue
-            next(entry for entry in generation if entry[0] == index)[2] = result
-            while generation and generation[0][2] is not None:  # tell in the order asked
-                index, candidate, result = generation.pop(0)
-                record(index, candidate, result)
+    try:
+        with (
+            Pool(CandidateWorker, spec, env_kwargs, str(device), workers=workers, address=address) as pool,
+            tqdm(total=evaluations, initial=len(trace), desc=description, disable=not progress) as bar,
+        ):
+            if workers > 1 and progress:
+                bar.write(f"search {method} on {env_id}: {pool.describe()}")
+            while len(trace) < evaluations:
+                if batch is None:
+                    while asked < evaluations and (pool.idle() or not pool.pending()):
+                        submit()
+                elif not generation:  # the rest of a batch a resumed trace ended in, else a whole one
+                    for _ in range(min(batch - asked % batch, evaluations - asked)):
+                        submit()
+                index, result = pool.next()
+                if batch is None:
+                    record(index, candidates.pop(index), result)
+                    continue
+                next(entry for entry in generation if entry[0] == index)[2] = result
+                while generation and generation[0][2] is not None:  # tell in the order asked
+                    index, candidate, result = generation.pop(0)
+                    record(index, candidate, result)
+    except KeyboardInterrupt:  # the trace holds every result so far
+        raise SearchInterrupted(out / "trace.csv", len(trace)) from None
     wall = trace[-1]["elapsed"]
 
     best = [float(value) for value in best_candidate]

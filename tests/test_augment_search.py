@@ -12,10 +12,10 @@ import torch
 from gymnasium import spaces
 
 import metabench  # noqa: F401  (registers the envs)
-from baselines import augment_policies
 from metabench import augment
 from metabench.envs.augment import MetaAugmentEnv, pretrained_body
 from metabench.search import candidate_space, play, search
+from metabench_baselines import augment_policies
 
 ENV_ID = "MetaAugment-Omniglot-5w1s-v1"  # the current version, whose data MetaAugmentEnv's defaults are
 

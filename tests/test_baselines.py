@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.anil import ANIL
-from baselines.pretrain import Pretrain
-from baselines.reptile import Reptile
 from metabench import data, models, splits
 from metabench.evaluation import evaluate, make_env
 from metabench.training import TRAIN_SEED_OFFSET, build_learner, load_checkpoint, train
+from metabench_baselines.anil import ANIL
+from metabench_baselines.pretrain import Pretrain
+from metabench_baselines.reptile import Reptile
 
 OMNIGLOT = "MetaOmniglot-5w1s-v0"
 SINUSOID = "MetaSinusoid-5shot-v0"

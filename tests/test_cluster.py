@@ -219,3 +219,25 @@ def test_asha_promotes_few_candidates_to_the_full_fidelity_and_charges_every_run
         asha_search("random", DISCRETE, evaluations=2, out_dir=tmp_path / "x")
     with pytest.raises(ValueError, match="batch-synchronous"):
         asha_search("reinforce", NOISY, evaluations=2, out_dir=tmp_path / "y", config={"batch": 2})
+
+
+def test_ctrl_c_in_a_search_keeps_its_trace_and_the_rerun_resumes(tmp_path, monkeypatch):
+    from metabench import search as search_module
+
+    common = {"evaluations": 8, "seed": 2, "env_kwargs": {"noise": 0.5}, "progress": False}
+    whole = search("evolution", DISCRETE, out_dir=tmp_path / "whole", config={"population": 3, "sample": 2}, **common)
+    play, calls = search_module.play, []
+
+    def interrupted_play(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return play(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "play", interrupted_play)
+    with pytest.raises(search_module.SearchInterrupted, match="after 5 evaluations"):
+        search("evolution", DISCRETE, out_dir=tmp_path / "cut", config={"population": 3, "sample": 2}, **common)
+    assert not (tmp_path / "cut" / "best.json").exists()
+    monkeypatch.setattr(search_module, "play", play)
+    resumed = search("evolution", DISCRETE, out_dir=tmp_path / "cut", config={"population": 3, "sample": 2}, **common)
+    assert _without_timing(resumed.trace) == _without_timing(whole.trace)

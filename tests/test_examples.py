@@ -12,11 +12,11 @@ import importlib
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +24,6 @@ from types import ModuleType
 import pytest
 import torch
 
-import metabench
 from metabench import leaderboard, learners
 from metabench.cli import main as metabench_command
 from metabench.learners import (
@@ -289,7 +288,49 @@ def test_a_learner_registered_under_another_name_than_its_own_is_refused(monkeyp
         load_learner_class("pixel")
 
 
-def test_py_typed_ships_with_the_package() -> None:
-    assert (Path(metabench.__file__).parent / "py.typed").is_file()
-    table = (ROOT / "pyproject.toml").read_text().split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
-    assert re.search(r'^metabench = \[.*"py\.typed".*\]$', table, flags=re.MULTILINE)
+def test_a_built_wheel_installs_and_runs_outside_the_checkout(omniglot_dir: Path, tmp_path: Path) -> None:
+    """The wheel pip builds from the sources: installed into a folder of its own and imported from elsewhere, it
+    makes an env, finds the reference learners by name, ships py.typed and its protocol files, and installs no
+    top-level ``baselines`` (a well-known RL package's import name)."""
+    pytest.importorskip("setuptools", reason="pip builds the wheel with the installed setuptools")
+    source = tmp_path / "source"
+    for part in ("metabench", "baselines"):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / part, source / part)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    quiet = {**os.environ, "PIP_ROOT_USER_ACTION": "ignore"}
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp_path), str(source)],
+        check=True,
+        env=quiet,
+    )
+    (wheel,) = tmp_path.glob("metabench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "metabench/py.typed" in names and "metabench/protocols/vinyals/test.txt" in names
+    assert "metabench_baselines/protonet.py" in names and not any(name.startswith("baselines/") for name in names)
+    site = tmp_path / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True, env=quiet
+    )
+    script = textwrap.dedent(
+        """\
+        import importlib.util, gymnasium as gym, metabench
+        from metabench.learners import load_learner_class
+        env = gym.make("MetaOmniglot-5w1s")
+        observation, info = env.reset(seed=0)
+        print(metabench.__file__, env.spec.id, load_learner_class("protonet").__module__,
+              importlib.util.find_spec("baselines") is None)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site), "METABENCH_DATA": str(omniglot_dir)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    location, env_id, module, no_baselines = run.stdout.split()
+    assert Path(location).is_relative_to(site) and env_id == "MetaOmniglot-5w1s-v1"
+    assert module == "metabench_baselines.protonet" and no_baselines == "True"

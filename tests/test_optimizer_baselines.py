@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import metabench  # noqa: F401  (registers the envs)
-from baselines.hand_designed import evaluate_reference, run_episode
 from metabench.episodes import Episodes
 from metabench.evaluation import evaluate, make_env
 from metabench.search import play
 from metabench.training import build_learner, load_checkpoint, train
+from metabench_baselines.hand_designed import evaluate_reference, run_episode
 
 SINUSOID = "MetaOptimizer-Sinusoid-v0"
 

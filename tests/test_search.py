@@ -11,7 +11,6 @@ import pytest
 from gymnasium import spaces
 from gymnasium.envs.registration import register, registry
 
-from baselines.search import CMAES, RandomSearch, RegularizedEvolution, Reinforce
 from metabench import evaluation
 from metabench.cli import main
 from metabench.evaluation import evaluate
@@ -27,6 +26,7 @@ from metabench.search import (
     summarize,
 )
 from metabench.training import load_checkpoint
+from metabench_baselines.search import CMAES, RandomSearch, RegularizedEvolution, Reinforce
 
 TARGET = np.array([3, 1, 4, 1, 5, 2])
 
