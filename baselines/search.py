@@ -175,7 +175,8 @@ class CMAES(Searcher):
     """CMA-ES (the ``cma`` package) over a ``Box``, searching the box rescaled to the unit cube.
 
     It starts at the centre with step size ``sigma0`` (a fraction of each range) and updates its
-    distribution once per generation of ``popsize`` candidates (default: cma's ``4 + 3 ln d``). Its
+    distribution once per generation of ``popsize`` candidates (default: cma's ``4 + 3 ln d``), whose rewards
+    it takes in the order it asked for them (its :attr:`batch` is the generation). Its
     answer (:meth:`recommend`) is the distribution's mean, which averages over many noisy
     evaluations, rather than the luckiest single one.
     """
@@ -195,7 +196,7 @@ class CMAES(Searcher):
         self.batch = self.strategy.popsize  # one generation: its candidates are evaluated together
         self._generation: list[np.ndarray] = []  # the current generation, in the unit cube
         self._asked = 0
-        self._fitness: dict[int, float] = {}
+        self._fitness: list[float] = []  # in the order asked: a batch-synchronous searcher is told in that order
 
     def _scale(self, unit: np.ndarray) -> np.ndarray:
         return self.space.low + unit * (self.space.high - self.space.low)
@@ -204,18 +205,16 @@ class CMAES(Searcher):
         if self._asked == len(self._generation):
             if len(self._fitness) < len(self._generation):
                 raise RuntimeError("cmaes: tell the rewards of a generation before asking for the next")
-            self._generation, self._asked, self._fitness = [np.asarray(x) for x in self.strategy.ask()], 0, {}
+            self._generation, self._asked, self._fitness = [np.asarray(x) for x in self.strategy.ask()], 0, []
         self._asked += 1
         return self._scale(self._generation[self._asked - 1])
 
     def tell(self, candidate: np.ndarray, reward: float) -> None:
-        waiting = (i for i in range(self._asked) if i not in self._fitness)
-        i = next((i for i in waiting if np.array_equal(self._scale(self._generation[i]), candidate)), None)
-        if i is None:
-            raise ValueError("cmaes: told a candidate it did not ask for (or told twice)")
-        self._fitness[i] = -reward  # cma minimises
+        if len(self._fitness) == self._asked:
+            raise RuntimeError("cmaes: more rewards told than candidates asked")
+        self._fitness.append(-reward)  # cma minimises
         if len(self._fitness) == len(self._generation):
-            self.strategy.tell(self._generation, [self._fitness[i] for i in range(len(self._generation))])
+            self.strategy.tell(self._generation, self._fitness)
 
     def recommend(self) -> np.ndarray:
         return self._scale(np.clip(self.strategy.mean, 0.0, 1.0))
