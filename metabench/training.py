@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from metabench import distributed
 from metabench.data import save_atomic
 from metabench.envs.common import resolve_device
 from metabench.evaluation import check_env_kwargs, device_name, evaluate, make_env
@@ -281,6 +282,7 @@ def train(
     current step: the checkpoint is saved, then :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised.
     """
     resolve_device(device)
+    rank, ranks = distributed.start(device)  # torchrun: data-parallel over ranks (metabench.distributed)
     out = Path(out_dir)
     path = out / "checkpoint.pt"
     checkpoint_interval = checkpoint_interval or val_interval
@@ -312,6 +314,11 @@ def train(
     env_kwargs = check_env_kwargs(env_kwargs)
     sampler = make_env(env_id, split="train", device=device, **{**env_kwargs, **learner.train_env_kwargs()}).sampler
     meta_batch = meta_batch_size(learner)
+    if ranks > 1:
+        if meta_batch % ranks:
+            raise ValueError(f"meta_batch {meta_batch} does not split over {ranks} ranks")
+        distributed.average_gradients(learner)
+        progress = progress and rank == 0
 
     def save() -> None:
         save_atomic(
@@ -353,10 +360,13 @@ def train(
         with progress_bar(
             iterations, iteration, time_budget, f"train {learner.name} on {env_id}", disable=not progress
         ) as bar:
-            while iteration < iterations and not interrupted and (budget_end is None or elapsed < budget_end):
+            while not distributed.agree(
+                iteration >= iterations or interrupted or (budget_end is not None and elapsed >= budget_end)
+            ):
                 start = time.perf_counter()
                 learner.progress = max(iteration / iterations, 0.0 if budget_end is None else elapsed / budget_end)
-                metrics = learner.train_step(sampler.sample(meta_batch, generator))
+                episodes = sampler.sample(meta_batch, generator)
+                metrics = learner.train_step(distributed.shard(episodes, rank, ranks) if ranks > 1 else episodes)
                 seconds = time.perf_counter() - start
                 elapsed += seconds
                 iteration += 1
@@ -369,6 +379,8 @@ def train(
                     postfix = {"iteration": f"{iteration}/{iterations}", **postfix}
                 bar.set_postfix(postfix)
                 last = iteration == iterations or (budget_end is not None and elapsed >= budget_end)
+                if rank > 0:  # rank 0 validates, logs and saves
+                    continue
                 if iteration % val_interval == 0 or last:
                     summary, _ = evaluate(
                         learner,
@@ -401,7 +413,7 @@ def train(
                     plot_curve(history, out / "curve.png", f"{learner.name} on {env_id}")
                 if iteration % checkpoint_interval == 0 or last:
                     save()
-        if interrupted or iteration % checkpoint_interval:
+        if rank == 0 and (interrupted or iteration % checkpoint_interval):
             save()
     finally:
         for sig, handler in previous.items():
