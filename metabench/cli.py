@@ -217,6 +217,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             command=shlex.join(["metabench", *args.argv]),
             workers=args.workers,
             address=args.address,
+            gpus_per_worker=args.gpus_per_worker,
         )
         print(f"seed {seed}: best reward {result.best_reward:.4f} -> {result.out_dir / 'checkpoint.pt'}")
     runs = load_runs([out])
@@ -447,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search_parser.add_argument("--device", default="cpu")
     _add_worker_arguments(search_parser, "candidates scored in parallel (Ray workers; default 1: in this process)")
+    search_parser.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs each Ray worker holds (default with --device cuda: 1/workers, the workers share one GPU)",
+    )
     search_parser.add_argument(
         "--scheduler",
         choices=["none", "asha"],

@@ -60,6 +60,14 @@ def _start_worker(worker_class: type, threads: int, args: tuple, kwargs: dict) -
     return worker_class(*args, **kwargs)
 
 
+def gpu_share(device: str, workers: int, gpus_per_worker: float | None = None) -> float:
+    """GPUs each Ray worker asks for: ``gpus_per_worker`` if given, else for a CUDA device ``1 / workers`` (the
+    workers share one GPU), else 0."""
+    if gpus_per_worker is not None:
+        return gpus_per_worker
+    return 1.0 / workers if str(device).startswith("cuda") and workers > 1 else 0.0
+
+
 class _Actor:
     """The Ray actor around one worker: ``call(setup, method, *args)`` runs ``worker.method(*args)``, building
     the worker from ``setup`` (a list holding the object reference of its arguments) on the first call."""
@@ -83,6 +91,9 @@ class _Actor:
 class Pool:
     """``workers`` copies of ``worker_class(*args, **kwargs)`` that run method calls in parallel.
 
+    Each Ray worker holds one CPU and ``gpus`` GPUs: a fraction shares one GPU between workers (e.g. 0.25:
+    four NAS evaluations on one card at once), see :func:`gpu_share`.
+
     :meth:`submit` queues a call with a tag; :meth:`next` returns ``(tag, result)`` of a finished call
     (the oldest in the serial case, whichever finishes first on Ray). A call waits while every worker is
     busy, so submitting ahead is allowed; :meth:`idle` says whether a worker is free now.
@@ -95,6 +106,7 @@ class Pool:
         workers: int = 1,
         address: str | None = None,
         threads: int = 1,
+        gpus: float = 0.0,
         **kwargs: Any,
     ) -> None:
         if workers < 1:
@@ -105,7 +117,7 @@ class Pool:
             self._local = worker_class(*args, **kwargs)
             return
         ray = connect(address)
-        remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(_Actor)
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)(_Actor)
         self._ray = ray
         # the workers' arguments: in the object store once and held here, so that a restarted actor can rebuild
         # its worker; given with each call rather than to the constructor (see ray#53727 on restarts)

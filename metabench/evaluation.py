@@ -264,9 +264,9 @@ def _score_parallel(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The protocol scored on ``workers`` :class:`ProtocolWorker` copies; this process draws (few-shot) or
     resets (multi-step) every episode in order to hash it, as the serial run does."""
-    from metabench.cluster import Pool
+    from metabench.cluster import Pool, gpu_share
 
-    with Pool(ProtocolWorker, *worker, workers=workers, address=address) as pool:
+    with Pool(ProtocolWorker, *worker, workers=workers, address=address, gpus=gpu_share(worker[3], workers)) as pool:
         if isinstance(env, TaskEnv):
             generator, calls = torch.Generator().manual_seed(seed), []
             for start in range(0, n_episodes, CHUNK):  # the chunks of episode_chunks, with their generator states

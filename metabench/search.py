@@ -313,6 +313,7 @@ def search(
     command: str | None = None,
     workers: int = 1,
     address: str | None = None,
+    gpus_per_worker: float | None = None,
 ) -> SearchResult:
     """Run searcher ``method`` on ``env_id`` for ``evaluations`` candidates, each scored on ``episodes`` episodes.
 
@@ -330,14 +331,15 @@ def search(
     numbers), at the risk of fitting those tasks; select the winner on other val tasks.
 
     Workers: ``workers > 1`` scores candidates on that many Ray workers (:class:`metabench.cluster.Pool`;
-    ``address`` joins a cluster), as the searcher's :attr:`Searcher.batch` allows: asynchronous searchers
+    ``address`` joins a cluster; on CUDA they share one GPU unless ``gpus_per_worker`` says otherwise), as the
+    searcher's :attr:`Searcher.batch` allows: asynchronous searchers
     get a new candidate whenever a worker is free, batch-synchronous ones a batch at a time, and for those
     the trace equals the serial one. Resume: a search interrupted before ``best.json`` was written (Ctrl-C,
     a killed driver) continues from its ``trace.csv`` when run again with the same settings; the searcher
     replays the recorded rewards, and for a serial or batch-synchronous search the result is the same as
     an uninterrupted run.
     """
-    from metabench.cluster import Pool
+    from metabench.cluster import Pool, gpu_share
 
     if evaluations < 1 or episodes < 1:
         raise ValueError(f"evaluations and episodes must be >= 1, got {evaluations} and {episodes}")
@@ -413,7 +415,15 @@ def search(
     description = f"search {method} on {env_id} (seed {seed}{f', {workers} workers' if workers > 1 else ''})"
     try:
         with (
-            Pool(CandidateWorker, spec, env_kwargs, str(device), workers=workers, address=address) as pool,
+            Pool(
+                CandidateWorker,
+                spec,
+                env_kwargs,
+                str(device),
+                workers=workers,
+                address=address,
+                gpus=gpu_share(str(device), workers, gpus_per_worker),
+            ) as pool,
             tqdm(total=evaluations, initial=len(trace), desc=description, disable=not progress) as bar,
         ):
             if workers > 1 and progress:

@@ -16,7 +16,7 @@ import test_search
 import torch
 from gymnasium.envs.registration import register, registry
 
-from metabench.cluster import Pool
+from metabench.cluster import Pool, gpu_share
 from metabench.evaluation import evaluate
 from metabench.multifidelity import asha_search, rungs
 from metabench.search import search
@@ -241,3 +241,9 @@ def test_ctrl_c_in_a_search_keeps_its_trace_and_the_rerun_resumes(tmp_path, monk
     monkeypatch.setattr(search_module, "play", play)
     resumed = search("evolution", DISCRETE, out_dir=tmp_path / "cut", config={"population": 3, "sample": 2}, **common)
     assert _without_timing(resumed.trace) == _without_timing(whole.trace)
+
+
+def test_workers_on_cuda_share_one_gpu_unless_told_otherwise():
+    assert gpu_share("cuda", 4) == 0.25 and gpu_share("cuda:0", 2) == 0.5  # fractional GPUs: one card shared
+    assert gpu_share("cpu", 4) == 0.0 and gpu_share("cuda", 1) == 0.0  # a single worker runs in this process
+    assert gpu_share("cuda", 4, gpus_per_worker=1.0) == 1.0  # a multi-GPU cluster: one card each
