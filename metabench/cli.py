@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -178,48 +179,30 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     _check_env_id(args.env)
     out = Path(args.out or f"runs/search/{args.method}-{args.env}")
+    common = {
+        "evaluations": args.evaluations,
+        "episodes": args.episodes,
+        "env_kwargs": parse_key_values(args.env_kwargs, "--env-kwargs"),
+        "config": parse_key_values(args.config),
+        "device": args.device,
+        "workers": args.workers,
+        "address": args.address,
+        "command": shlex.join(["metabench", *args.argv]),
+    }
     if args.scheduler == "asha":
         from metabench.multifidelity import asha_search
 
-        for seed in args.seeds:
-            result = asha_search(
-                args.method,
-                args.env,
-                evaluations=args.evaluations,
-                out_dir=out / f"seed-{seed}",
-                seed=seed,
-                episodes=args.episodes,
-                min_fidelity=args.min_fidelity,
-                reduction_factor=args.reduction_factor,
-                env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
-                config=parse_key_values(args.config),
-                device=args.device,
-                workers=args.workers,
-                address=args.address,
-                command=shlex.join(["metabench", *args.argv]),
-            )
-            print(
-                f"seed {seed}: best full-fidelity reward {result.best_reward:.4f} -> {result.out_dir / 'checkpoint.pt'}"
-            )
-        return 0
-    for seed in args.seeds:
-        result = search(
-            args.method,
-            args.env,
-            evaluations=args.evaluations,
-            out_dir=out / f"seed-{seed}",
-            seed=seed,
-            episodes=args.episodes,
-            fixed_tasks=args.fixed_tasks,
-            env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
-            config=parse_key_values(args.config),
-            device=args.device,
-            command=shlex.join(["metabench", *args.argv]),
-            workers=args.workers,
-            address=args.address,
-            gpus_per_worker=args.gpus_per_worker,
+        run = functools.partial(
+            asha_search, min_fidelity=args.min_fidelity, reduction_factor=args.reduction_factor, **common
         )
-        print(f"seed {seed}: best reward {result.best_reward:.4f} -> {result.out_dir / 'checkpoint.pt'}")
+    else:
+        run = functools.partial(search, fixed_tasks=args.fixed_tasks, gpus_per_worker=args.gpus_per_worker, **common)
+    for seed in args.seeds:
+        result = run(args.method, args.env, out_dir=out / f"seed-{seed}", seed=seed)
+        best = "best full-fidelity reward" if args.scheduler == "asha" else "best reward"
+        print(f"seed {seed}: {best} {result.best_reward:.4f} -> {result.out_dir / 'checkpoint.pt'}")
+    if args.scheduler == "asha":  # the traces mix fidelities: no best-so-far plot
+        return 0
     runs = load_runs([out])
     _print_summary(summarize(runs))
     print(f"plot: {plot_best_so_far(runs, out / 'best_so_far.png', f'{args.method} on {args.env}')}")

@@ -22,7 +22,6 @@ an interrupted ASHA search starts again (not resumed).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -31,18 +30,16 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
-from metabench.evaluation import device_name
 from metabench.search import (
     CandidateWorker,
     SearchResult,
     candidate_space,
     format_candidate,
     load_searcher,
-    open_loop_checkpoint,
     searcher_defaults,
     task_seeds,
+    write_result,
 )
 from metabench.training import write_csv
 
@@ -194,8 +191,6 @@ def asha_search(
     tuner.fit()
     if best["candidate"] is None:
         raise RuntimeError("no candidate reached the full fidelity; raise evaluations or lower reduction_factor")
-    wall = time.perf_counter() - started
-    answer = [float(value) for value in best["candidate"]]
     settings = {
         "method": method,
         "scheduler": {"name": "asha", "rungs": ladder, "reduction_factor": reduction_factor},
@@ -206,32 +201,16 @@ def asha_search(
         "fixed_tasks": False,
         "config": config,
     }
-    (out / "best.json").write_text(
-        json.dumps(
-            {
-                **settings,
-                "evaluations": evaluations,
-                "reports": len(trace),
-                "workers": workers,
-                "best_reward": best["reward"],
-                "best_evaluation": next(row["evaluation"] for row in trace if row["reward"] == best["reward"]),
-                "best_candidate": answer,
-                "recommended_candidate": None,
-                "wall_seconds": round(wall, 2),
-                **{f"total_{key}": value for key, value in totals.items()},
-            },
-            indent=1,
-        )
-        + "\n"
+    return write_result(
+        out,
+        settings,
+        trace,
+        best["reward"],
+        best["candidate"],
+        None,
+        totals,
+        workers=workers,
+        evaluations=evaluations,
+        device=device,
+        command=command,
     )
-    training = {
-        "wall_seconds": round(wall, 3),
-        "meta_batch": episodes,
-        "episodes_seen": len(trace) * episodes,
-        "device": str(torch.device(device)),
-        "device_name": device_name(device),
-        "search": {"method": method, "scheduler": settings["scheduler"], "env_kwargs": settings["env_kwargs"]},
-        **({"command": command} if command else {}),
-    }
-    open_loop_checkpoint(env_id, answer, out / "checkpoint.pt", training=training, iterations=len(trace), seed=seed)
-    return SearchResult(answer, best["reward"], answer, trace, out)

@@ -445,11 +445,42 @@ def search(
                     record(index, candidate, result)
     except KeyboardInterrupt:  # the trace holds every result so far
         raise SearchInterrupted(out / "trace.csv", len(trace)) from None
-    wall = trace[-1]["elapsed"]
+    return write_result(
+        out,
+        settings,
+        trace,
+        best_reward,
+        best_candidate,
+        searcher.recommend(),
+        costs,
+        workers=workers,
+        evaluations=evaluations,
+        device=device,
+        command=command,
+        env=env,
+    )
 
-    best = [float(value) for value in best_candidate]
-    recommended = searcher.recommend()
+
+def write_result(
+    out: Path,
+    settings: dict[str, Any],
+    trace: list[dict[str, Any]],
+    best_reward: float,
+    best_candidate: Any,
+    recommended: Any,
+    totals: dict[str, float],
+    *,
+    workers: int,
+    evaluations: int,
+    device: str | torch.device,
+    command: str | None,
+    env: gym.Env | None = None,
+) -> SearchResult:
+    """Write a finished search's ``best.json`` and ``checkpoint.pt`` (its answer as an ``open-loop`` agent: the
+    searcher's ``recommended`` candidate if not None, else the best evaluated one); returns the result."""
+    best = [float(value) for value in np.asarray(best_candidate, dtype=np.float64)]
     answer = best if recommended is None else [float(value) for value in np.asarray(recommended, dtype=np.float64)]
+    wall = trace[-1]["elapsed"]
     (out / "best.json").write_text(
         json.dumps(
             {
@@ -461,23 +492,25 @@ def search(
                 "best_candidate": best,
                 "recommended_candidate": None if recommended is None else answer,
                 "wall_seconds": round(wall, 2),
-                **{f"total_{key}": value for key, value in costs.items()},
+                **{f"total_{key}": value for key, value in totals.items()},
             },
             indent=1,
         )
         + "\n"
     )
+    searched = ("method", "scheduler", "env_kwargs", "config", "fixed_tasks")
     training = {
         "wall_seconds": round(wall, 3),
-        "meta_batch": episodes,
-        "episodes_seen": evaluations * episodes,
+        "meta_batch": settings["episodes_per_evaluation"],
+        "episodes_seen": len(trace) * settings["episodes_per_evaluation"],
         "device": str(torch.device(device)),
         "device_name": device_name(device),
-        "search": {"method": method, "env_kwargs": env_kwargs, "config": config, "fixed_tasks": fixed_tasks},
+        "search": {key: settings[key] for key in searched if key in settings},
         **({"command": command} if command else {}),
     }
+    path = out / "checkpoint.pt"
     open_loop_checkpoint(
-        env_id, answer, out / "checkpoint.pt", training=training, iterations=evaluations, seed=seed, env=env
+        settings["env_id"], answer, path, training=training, iterations=len(trace), seed=settings["seed"], env=env
     )
     return SearchResult(best, best_reward, answer, trace, out)
 
