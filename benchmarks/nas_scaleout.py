@@ -2,17 +2,17 @@
 search and regularized evolution at equal simulated cost, over seeds.
 
     python benchmarks/nas_scaleout.py workers [--fidelity 27] [--val-episodes 50] [--architectures 8]
-    python benchmarks/nas_scaleout.py asha [--fidelity 27] [--val-episodes 50] [--trials 27] [--seeds 0 1 2]
+    python benchmarks/nas_scaleout.py asha [--fidelity 27] [--val-episodes 50] [--trials 18] [--min-fidelity 9]
 
 Results: ``results/nas/scaleout-workers.json`` and ``results/nas/scaleout-asha.{json,md}``.
 
 (1) scores the same seeded random architectures (oneshot mode, one episode each) through
 :class:`metabench.cluster.Pool`: in this process on one thread, then on 2 Ray workers of one thread each
 (worker start-up included in the wall time), and checks that both give the same rewards.
-(2) for each seed runs ASHA (random candidates, rungs fidelity/9, /3, 1) and charges its simulated cost
-C (``total_cost_train_episodes``, every rung counted), then plain random search and regularized evolution
-with C / fidelity evaluations at the full fidelity: the same simulated cost. It reports the best
-full-fidelity val reward each found (higher is better).
+(2) for each seed runs ASHA (random candidates, rungs from ``--min-fidelity`` up by 3x to the fidelity) and
+charges its simulated cost C (``total_cost_train_episodes``, every rung counted), then plain random search
+and regularized evolution with C / fidelity evaluations at the full fidelity: the same simulated cost.
+It reports the best full-fidelity val reward each found (higher is better).
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ def main() -> None:
     parser.add_argument("--fidelity", type=int, default=27)
     parser.add_argument("--val-episodes", type=int, default=50)
     parser.add_argument("--architectures", type=int, default=8)
-    parser.add_argument("--trials", type=int, default=27)
+    parser.add_argument("--trials", type=int, default=18)
+    parser.add_argument("--min-fidelity", type=int, default=9)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()

@@ -70,11 +70,19 @@ def main() -> None:
             cis = np.array([e.score[1] for e in group]) * 100 if accuracy else np.array([e.score[1] for e in group])
             unit = " %" if accuracy else " MSE"
             spread = f"{scores.std(ddof=1):.2f}{unit}" if len(group) > 1 else "—"
-            budgets = "; ".join(
-                f"{e.record.budget.iterations:,} it × {e.record.budget.meta_batch} = "
-                f"{e.record.budget.episodes_seen:,} episodes, {e.record.budget.wall_seconds:.0f} s"
-                for e in group
-            )
+            sizes = {
+                (e.record.budget.iterations, e.record.budget.meta_batch, e.record.budget.episodes_seen) for e in group
+            }
+            walls = " / ".join(f"{e.record.budget.wall_seconds:.0f}" for e in group)
+            if len(sizes) == 1:  # the seeds of an entry repeat its iteration count: state it once
+                ((iterations, meta_batch, episodes),) = sizes
+                budgets = f"{iterations:,} it × {meta_batch} = {episodes:,} episodes, {walls} s"
+            else:
+                budgets = "; ".join(
+                    f"{e.record.budget.iterations:,} it × {e.record.budget.meta_batch} = "
+                    f"{e.record.budget.episodes_seen:,} episodes, {e.record.budget.wall_seconds:.0f} s"
+                    for e in group
+                )
             published = PUBLISHED.get((board, first.record.agent), PUBLISHED.get((board, "*"), "—"))
             verified = "yes" if all(e.verified for e in group) else "no"
             seeds = ", ".join(str(e.record.seeds.training) for e in group)
