@@ -1,14 +1,15 @@
 """MetaNAS on Ray workers: (1) a fixed batch of evaluations on 1 vs 2 workers; (2) ASHA against plain random
 search and regularized evolution at equal simulated cost, over seeds.
 
-    python benchmarks/nas_scaleout.py workers [--fidelity 27] [--val-episodes 50] [--architectures 8]
+    python benchmarks/nas_scaleout.py workers [--fidelity 27] [--val-episodes 50] [--architectures 16] [--repeats 2]
     python benchmarks/nas_scaleout.py asha [--fidelity 27] [--val-episodes 50] [--trials 18] [--min-fidelity 9]
 
 Results: ``results/nas/scaleout-workers.json`` and ``results/nas/scaleout-asha.{json,md}``.
 
 (1) scores the same seeded random architectures (oneshot mode, one episode each) through
-:class:`metabench.cluster.Pool`: in this process on one thread, then on 2 Ray workers of one thread each
-(worker start-up included in the wall time), and checks that both give the same rewards.
+:class:`metabench.cluster.Pool`: in this process on one thread, then on 2 Ray workers of one thread each,
+timing the start-up (Ray, worker processes, their envs) apart from the evaluations, and checks that both
+give the same rewards.
 (2) for each seed runs ASHA (random candidates, rungs from ``--min-fidelity`` up by 3x to the fidelity) and
 charges its simulated cost C (``total_cost_train_episodes``, every rung counted), then plain random search
 and regularized evolution with C / fidelity evaluations at the full fidelity: the same simulated cost.
@@ -29,6 +30,7 @@ import torch
 from machine import machine
 
 import metabench  # noqa: F401
+from metabench import allocator
 from metabench.cluster import Pool
 from metabench.evaluation import mean_ci95
 from metabench.multifidelity import asha_search
@@ -45,26 +47,35 @@ def workers_benchmark(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     architectures = [rng.integers(space.nvec) for _ in range(args.architectures)]
     torch.set_num_threads(1)
-    runs = {}
-    for workers in (1, 2):
-        start = time.perf_counter()
-        with Pool(CandidateWorker, spec, env_kwargs, "cpu", workers=workers) as pool:
-            results = pool.map("score", [(architecture, [0]) for architecture in architectures])
-        runs[workers] = {
-            "wall_seconds": round(time.perf_counter() - start, 2),
-            "rewards": [r["reward"] for r in results],
-        }
-        print(workers, "worker(s):", runs[workers]["wall_seconds"], "s", flush=True)
+    allocator.keep_freed_memory()  # as the command line and every Ray worker: compare like with like
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    startups: dict[int, list[float]] = {1: [], 2: []}
+    rewards: dict[int, list[float]] = {}
+    for _ in range(args.repeats):  # alternating, so that a drift in the machine's load hits both alike
+        for workers in (1, 2):
+            start = time.perf_counter()
+            with Pool(CandidateWorker, spec, env_kwargs, "cpu", workers=workers) as pool:
+                pool.map("__repr__", [()] * workers)  # start-up: Ray, the worker processes, their envs
+                ready = time.perf_counter()
+                results = pool.map("score", [(architecture, [0]) for architecture in architectures])
+            walls[workers].append(round(time.perf_counter() - ready, 2))
+            startups[workers].append(round(ready - start, 2))
+            rewards.setdefault(workers, [r["reward"] for r in results])
+            print(workers, "worker(s):", startups[workers][-1], "s start-up,", walls[workers][-1], "s", flush=True)
+    median = {workers: float(np.median(values)) for workers, values in walls.items()}
+    total = {workers: float(np.median(np.add(walls[workers], startups[workers]))) for workers in walls}
     result = {
-        "command": "python benchmarks/nas_scaleout.py workers "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "what"),
+        "command": f"python benchmarks/nas_scaleout.py workers --fidelity {args.fidelity} --val-episodes "
+        f"{args.val_episodes} --architectures {args.architectures} --repeats {args.repeats}",
         "machine": machine("cpu"),
         "env_id": ENV_ID,
         "env_kwargs": env_kwargs,
         "architectures": args.architectures,
-        "wall_seconds": {str(workers): run["wall_seconds"] for workers, run in runs.items()},
-        "speedup": round(runs[1]["wall_seconds"] / runs[2]["wall_seconds"], 2),
-        "same_rewards": runs[1]["rewards"] == runs[2]["rewards"],
+        "startup_seconds": {str(workers): values for workers, values in startups.items()},
+        "wall_seconds": {str(workers): values for workers, values in walls.items()},
+        "speedup_of_medians": round(median[1] / median[2], 2),
+        "speedup_with_startup": round(total[1] / total[2], 2),
+        "same_rewards": rewards[1] == rewards[2],
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "scaleout-workers.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -152,7 +163,8 @@ def main() -> None:
     parser.add_argument("what", choices=["workers", "asha"])
     parser.add_argument("--fidelity", type=int, default=27)
     parser.add_argument("--val-episodes", type=int, default=50)
-    parser.add_argument("--architectures", type=int, default=8)
+    parser.add_argument("--architectures", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--trials", type=int, default=18)
     parser.add_argument("--min-fidelity", type=int, default=9)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
