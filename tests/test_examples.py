@@ -290,8 +290,8 @@ def test_a_learner_registered_under_another_name_than_its_own_is_refused(monkeyp
 
 def test_a_built_wheel_installs_and_runs_outside_the_checkout(omniglot_dir: Path, tmp_path: Path) -> None:
     """The wheel pip builds from the sources: installed into a folder of its own and imported from elsewhere, it
-    makes an env, finds the reference learners by name, ships py.typed and its protocol files, and installs no
-    top-level ``baselines`` (a well-known RL package's import name)."""
+    makes an env (even beside a folder named ``metabench``), finds the reference learners by name, ships py.typed
+    and its protocol files, and installs no top-level ``baselines`` (a well-known RL package's import name)."""
     pytest.importorskip("setuptools", reason="pip builds the wheel with the installed setuptools")
     source = tmp_path / "source"
     for part in ("metabench", "baselines"):
@@ -323,6 +323,7 @@ def test_a_built_wheel_installs_and_runs_outside_the_checkout(omniglot_dir: Path
               importlib.util.find_spec("baselines") is None)
         """
     )
+    (tmp_path / "metabench").mkdir()  # a folder of that name beside the user's script: no package, no shadow
     run = subprocess.run(
         [sys.executable, "-c", script],
         cwd=tmp_path,
