@@ -40,6 +40,7 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
     with ``cpus`` CPUs (default: this machine's cores). A process already connected stays connected.
     """
     ray = require_ray()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports from a local instance unless asked
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}

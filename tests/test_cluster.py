@@ -31,6 +31,7 @@ DISCRETE = "metabench-test/Target-discrete-h2-v0"
 @pytest.fixture(scope="module")
 def local_ray():
     """One local Ray instance (2 CPUs) for the module; test classes travel by value to its workers."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     for module in (test_search, sys.modules[__name__]):
         ray.cloudpickle.register_pickle_by_value(module)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
