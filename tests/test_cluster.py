@@ -82,27 +82,9 @@ def test_a_killed_worker_has_its_calls_retried_once_and_nothing_lost(local_ray):
 def test_batch_synchronous_search_on_workers_equals_the_serial_trace(local_ray, tmp_path):
     kwargs = {"noise": 1.0}  # seeded task noise: the workers must reset with the serial run's seeds
     config = {"popsize": 4}
-    serial = search(
-        "cmaes",
-        TARGET,
-        evaluations=10,
-        out_dir=tmp_path / "serial",
-        seed=3,
-        env_kwargs=kwargs,
-        config=config,
-        progress=False,
-    )
-    parallel = search(
-        "cmaes",
-        TARGET,
-        evaluations=10,
-        out_dir=tmp_path / "parallel",
-        seed=3,
-        env_kwargs=kwargs,
-        config=config,
-        progress=False,
-        workers=2,
-    )
+    common = {"evaluations": 10, "seed": 3, "env_kwargs": kwargs, "config": config, "progress": False}
+    serial = search("cmaes", TARGET, out_dir=tmp_path / "serial", **common)
+    parallel = search("cmaes", TARGET, out_dir=tmp_path / "parallel", workers=2, **common)
     assert _without_timing(parallel.trace) == _without_timing(serial.trace)
     assert parallel.answer == serial.answer
     assert [row["evaluation"] for row in parallel.trace] == list(range(1, 11))
