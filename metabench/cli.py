@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import os
 import shlex
@@ -127,43 +126,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run the frozen test protocol on a checkpoint and write summary.json + episodes.jsonl."""
-    from metabench.evaluation import evaluate, make_env, protocol_episodes, record_test_run, write_evaluation
+    from metabench.evaluation import evaluate_checkpoint
     from metabench.learners import load_learner_class
-    from metabench.training import load_checkpoint
 
     _check_env_id(args.env)
     agent = load_learner_class(args.agent).name
-    learner, checkpoint = load_checkpoint(args.checkpoint, args.device, agent=args.agent)
-    if checkpoint["agent"] != agent:
-        raise ValueError(f"{args.checkpoint} is a {checkpoint['agent']} checkpoint, not {agent}")
-    if checkpoint["env_id"] != args.env:
-        raise ValueError(f"{args.checkpoint} was trained on {checkpoint['env_id']}, not {args.env}")
-    env_kwargs = {**checkpoint.get("env_kwargs", {}), **parse_key_values(args.env_kwargs, "--env-kwargs")}
-    summary, records = evaluate(
-        learner,
+    summary, out = evaluate_checkpoint(
+        args.checkpoint,
         args.env,
-        n_episodes=args.episodes,
+        agent=args.agent,
         device=args.device,
-        env_kwargs=env_kwargs,
+        n_episodes=args.episodes,
+        env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
+        out_dir=args.out,
         workers=args.workers,
         address=args.address,
+        command=shlex.join(["metabench", *args.argv]),
     )
-    full = protocol_episodes(make_env(args.env, split="test"))
-    if args.episodes is not None and args.episodes != full:
-        summary["note"] = f"{args.episodes} episodes instead of the protocol's {full}: not a test score"
-    summary["training"] = {
-        **checkpoint["training"],
-        "iterations": checkpoint["iteration"],
-        "seed": checkpoint["seed"],
-        "config": checkpoint["config"],
-    }
-    summary["checkpoint"] = {
-        "path": str(args.checkpoint),
-        "sha256": hashlib.sha256(Path(args.checkpoint).read_bytes()).hexdigest(),
-    }
-    summary["command"] = shlex.join(["metabench", *args.argv])
-    out = write_evaluation(summary, records, args.out or Path(args.checkpoint).parent / f"evaluation-{args.env}")
-    record_test_run(args.checkpoint, summary)
     results = summary["results"]
     line = f"reward {results['reward_mean']:.4f} +- {results['reward_ci95']:.4f}"
     if "accuracy_mean" in results:

@@ -202,6 +202,65 @@ def evaluate(
     return summary, records
 
 
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    env_id: str,
+    *,
+    agent: str | None = None,
+    device: str = "cpu",
+    n_episodes: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    workers: int = 1,
+    address: str | None = None,
+    command: str | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """The test protocol on a ``metabench train`` checkpoint, as ``metabench evaluate`` runs it.
+
+    Checks that the checkpoint holds ``agent`` (a name or ``"module:Class"``; default: the checkpoint's own)
+    trained on ``env_id``, evaluates it (env arguments: the checkpoint's, updated by ``env_kwargs``), adds
+    the training record, the checkpoint's sha256 and ``command`` to the summary, writes it with the
+    episode records to ``out_dir`` (default ``evaluation-ENV`` beside the checkpoint) and records the test
+    run in the run folder (:func:`record_test_run`). Returns the summary and the folder.
+    """
+    from metabench.learners import load_learner_class
+    from metabench.training import load_checkpoint
+
+    path = Path(checkpoint)
+    learner, state = load_checkpoint(path, device, agent=agent)
+    if agent is not None and state["agent"] != load_learner_class(agent).name:
+        raise ValueError(f"{path} is a {state['agent']} checkpoint, not {agent}")
+    if state["env_id"] != env_id:
+        raise ValueError(f"{path} was trained on {state['env_id']}, not {env_id}")
+    env_kwargs = {**state.get("env_kwargs", {}), **(env_kwargs or {})}
+    summary, records = evaluate(
+        learner,
+        env_id,
+        n_episodes=n_episodes,
+        device=device,
+        env_kwargs=env_kwargs,
+        workers=workers,
+        address=address,
+        progress=progress,
+    )
+    full = protocol_episodes(make_env(env_id, split="test"))
+    if n_episodes is not None and n_episodes != full:
+        summary["note"] = f"{n_episodes} episodes instead of the protocol's {full}: not a test score"
+    summary["training"] = {
+        **state["training"],
+        "iterations": state["iteration"],
+        "seed": state["seed"],
+        "config": state["config"],
+    }
+    summary["checkpoint"] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if command is not None:
+        summary["command"] = command
+    out = write_evaluation(summary, records, out_dir or path.parent / f"evaluation-{env_id}")
+    record_test_run(path, summary)
+    return summary, out
+
+
 def score_tasks(learner: Learner, env: TaskEnv, episodes: Episodes) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-task rewards (minus the mean query loss) and accuracies (None for regression) of a batch of tasks."""
     with torch.no_grad():

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from metabench.training import write_csv
 
@@ -56,8 +58,8 @@ def run_trial(
     Returns (and writes to ``trial.json``) the trial's record: its grid point, seed, iterations, wall time,
     last validation score and test score. A trial whose ``trial.json`` exists is not run again.
     """
-    from metabench.evaluation import evaluate, record_test_run, write_evaluation
-    from metabench.training import load_checkpoint, train
+    from metabench.evaluation import evaluate_checkpoint
+    from metabench.training import train
 
     out = Path(out_dir)
     if (out / RESULT).exists():
@@ -74,12 +76,9 @@ def run_trial(
         progress=False,
         env_kwargs=env_kwargs,
     )
-    learner, checkpoint = load_checkpoint(path, device, agent=agent)
-    summary, records = evaluate(learner, env_id, device=device, progress=False, env_kwargs=env_kwargs)
-    summary["training"] = {**checkpoint["training"], "iterations": checkpoint["iteration"], "seed": seed}
-    summary["checkpoint"] = {"path": str(path), "sha256": _sha256(path)}
-    write_evaluation(summary, records, out / f"evaluation-{env_id}")
-    record_test_run(path, summary)
+    command = shlex.join(["metabench", "evaluate", "--agent", agent, "--checkpoint", str(path), "--env", env_id])
+    summary, _ = evaluate_checkpoint(path, env_id, agent=agent, device=device, progress=False, command=command)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     last = checkpoint["history"][-1] if checkpoint["history"] else {}
     result = {
         "point": point_name(config),
@@ -94,12 +93,6 @@ def run_trial(
     }
     (out / RESULT).write_text(json.dumps(result, indent=1) + "\n")
     return result
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def sweep(
