@@ -37,7 +37,7 @@ class SeededWorker:
     def score(self, architecture: list[int], train_seed: int) -> float:
         if train_seed not in self.workers:
             spec = gym.spec(ENV_ID)
-            self.workers[train_seed] = CandidateWorker(spec, {"mode": "oneshot", "train_seed": train_seed}, "cpu")
+            self.workers[train_seed] = CandidateWorker.make(spec, {"mode": "oneshot", "train_seed": train_seed}, "cpu")
         return self.workers[train_seed].score(np.array(architecture), [0])["reward"]
 
 

@@ -54,7 +54,7 @@ def workers_benchmark(args: argparse.Namespace) -> None:
     for _ in range(args.repeats):  # alternating, so that a drift in the machine's load hits both alike
         for workers in (1, 2):
             start = time.perf_counter()
-            with Pool(CandidateWorker, spec, env_kwargs, "cpu", workers=workers) as pool:
+            with Pool(CandidateWorker.make, spec, env_kwargs, "cpu", workers=workers) as pool:
                 pool.map("__repr__", [()] * workers)  # start-up: Ray, the worker processes, their envs
                 ready = time.perf_counter()
                 results = pool.map("score", [(architecture, [0]) for architecture in architectures])

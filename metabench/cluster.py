@@ -90,7 +90,9 @@ class _Actor:
 
 
 class Pool:
-    """``workers`` copies of ``worker_class(*args, **kwargs)`` that run method calls in parallel.
+    """``workers`` copies of ``worker_class(*args, **kwargs)`` (a class or a factory) that run method calls in
+    parallel. ``local``, if given, is the worker used when ``workers == 1`` (e.g. one built on objects this
+    process already holds), instead of a new one.
 
     Each Ray worker holds one CPU and ``gpus`` GPUs: a fraction shares one GPU between workers (e.g. 0.25:
     four NAS evaluations on one card at once), see :func:`gpu_share`.
@@ -108,6 +110,7 @@ class Pool:
         address: str | None = None,
         threads: int = 1,
         gpus: float = 0.0,
+        local: Any = None,
         **kwargs: Any,
     ) -> None:
         if workers < 1:
@@ -115,7 +118,7 @@ class Pool:
         self.workers = workers
         self._queue: deque[tuple[Any, str, tuple]] = deque()
         if workers == 1:
-            self._local = worker_class(*args, **kwargs)
+            self._local = local if local is not None else worker_class(*args, **kwargs)
             return
         ray = connect(address)
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)(_Actor)

@@ -39,7 +39,9 @@ def start(device: str | torch.device) -> tuple[int, int]:
 
 
 def shard(episodes: Episodes, rank: int, size: int) -> Episodes:
-    """Rank ``rank``'s equal share of a meta-batch (consecutive tasks)."""
+    """Rank ``rank``'s equal share of a meta-batch (consecutive tasks); the whole batch for a single process."""
+    if size == 1:
+        return episodes
     if len(episodes) % size:
         raise ValueError(f"a meta-batch of {len(episodes)} tasks does not split over {size} ranks; set meta_batch")
     share = len(episodes) // size

@@ -77,9 +77,19 @@ def protocol_episodes(env: gym.Env) -> int:
 
 def episode_chunks(env: TaskEnv, n_episodes: int, seed: int, chunk: int = CHUNK) -> Iterator[Episodes]:
     """The seeded episode list of an env, ``chunk`` tasks per draw (the last draw may be smaller)."""
+    for _, episodes in episode_chunk_states(env, n_episodes, seed, chunk):
+        yield episodes
+
+
+def episode_chunk_states(
+    env: TaskEnv, n_episodes: int, seed: int, chunk: int = CHUNK
+) -> Iterator[tuple[torch.Tensor, Episodes]]:
+    """:func:`episode_chunks` with the generator state before each draw: what redraws that chunk alone
+    (``env.sampler.sample(len(episodes), torch.Generator().set_state(state))``), e.g. on a parallel worker."""
     generator = torch.Generator().manual_seed(seed)
     for start in range(0, n_episodes, chunk):
-        yield env.sampler.sample(min(chunk, n_episodes - start), generator)
+        state = generator.get_state()
+        yield state, env.sampler.sample(min(chunk, n_episodes - start), generator)
 
 
 def _update_hash(digest: Any, episodes: Episodes) -> None:
@@ -244,8 +254,7 @@ def evaluate_checkpoint(
         address=address,
         progress=progress,
     )
-    full = protocol_episodes(make_env(env_id, split="test"))
-    if n_episodes is not None and n_episodes != full:
+    if n_episodes is not None and n_episodes != (full := protocol_episodes(make_env(env_id, split="test"))):
         summary["note"] = f"{n_episodes} episodes instead of the protocol's {full}: not a test score"
     summary["training"] = {
         **state["training"],
@@ -307,7 +316,9 @@ class ProtocolWorker:
     :func:`evaluate`. Few-shot envs: a chunk of tasks redrawn from the episode generator's saved state;
     multi-step envs: the episodes of given reset seeds."""
 
-    def __init__(self, learner: Learner, env_id: str, split: str, device: str, env_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, learner: Learner, env_id: str | EnvSpec, split: str, device: str, env_kwargs: dict[str, Any]
+    ) -> None:
         self.learner = learner
         self.env = make_env(env_id, split=split, device=device, **env_kwargs)
 
@@ -327,11 +338,10 @@ def _score_parallel(
 
     with Pool(ProtocolWorker, *worker, workers=workers, address=address, gpus=gpu_share(worker[3], workers)) as pool:
         if isinstance(env, TaskEnv):
-            generator, calls = torch.Generator().manual_seed(seed), []
-            for start in range(0, n_episodes, CHUNK):  # the chunks of episode_chunks, with their generator states
-                state, count = generator.get_state(), min(CHUNK, n_episodes - start)
-                _update_hash(digest, env.sampler.sample(count, generator))
-                calls.append((state, count))
+            calls = []
+            for state, episodes in episode_chunk_states(env, n_episodes, seed):
+                _update_hash(digest, episodes)
+                calls.append((state, len(episodes)))
             chunks = pool.map("score_chunk", calls, progress=lambda result: bar.update(len(result[0])))
             accuracy = [chunk[1] for chunk in chunks if chunk[1] is not None]
             return np.concatenate([chunk[0] for chunk in chunks]), np.concatenate(accuracy) if accuracy else None

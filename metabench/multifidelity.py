@@ -108,7 +108,7 @@ def asha_search(
         costs: dict[str, float] = defaultdict(float)
         candidate = np.asarray(spec_["candidate"], dtype=np.float64)
         for fidelity in ladder:
-            worker = CandidateWorker(spec, {**env_kwargs, "fidelity": fidelity}, device)
+            worker = CandidateWorker.make(spec, {**env_kwargs, "fidelity": fidelity}, device)
             result = worker.score(candidate, task_seeds(seed, spec_["number"], episodes))
             for key, value in result["costs"].items():
                 costs[key] += value
@@ -142,6 +142,7 @@ def asha_search(
 
     trace: list[dict[str, Any]] = []
     totals: dict[str, float] = defaultdict(float)
+    trial_costs: dict[str, dict[str, float]] = {}  # each trial's cumulative costs at its last report
     best = {"reward": -math.inf, "candidate": None}
     started = time.perf_counter()
 
@@ -172,7 +173,6 @@ def asha_search(
             )
             write_csv(trace, out / "trace.csv")
 
-    trial_costs: dict[str, dict[str, float]] = {}
     scheduler = ASHAScheduler(
         time_attr="fidelity", max_t=max_fidelity, grace_period=ladder[0], reduction_factor=reduction_factor
     )

@@ -269,10 +269,16 @@ def task_seeds(seed: int, evaluation: int, episodes: int, fixed_tasks: bool = Fa
 
 
 class CandidateWorker:
-    """Scores candidates on its own copy of the env: what each parallel worker of :func:`search` holds."""
+    """Scores candidates on an env: the search's own env in this process, or on each parallel worker its
+    own copy (:meth:`make`)."""
 
-    def __init__(self, spec: gym.envs.registration.EnvSpec, env_kwargs: dict[str, Any], device: str) -> None:
-        self.env = gym.make(spec, device=device, **env_kwargs)
+    def __init__(self, env: gym.Env) -> None:
+        self.env = env
+
+    @classmethod
+    def make(cls, spec: gym.envs.registration.EnvSpec, env_kwargs: dict[str, Any], device: str) -> CandidateWorker:
+        """A worker with its own env, built from the spec (a worker process need not have the id registered)."""
+        return cls(gym.make(spec, device=device, **env_kwargs))
 
     def score(self, candidate: np.ndarray, seeds: list[int]) -> dict[str, Any]:
         """The mean reward of ``candidate`` over the episodes reset with ``seeds``, the sums of the env's
@@ -416,13 +422,14 @@ def search(
     try:
         with (
             Pool(
-                CandidateWorker,
+                CandidateWorker.make,
                 spec,
                 env_kwargs,
                 str(device),
                 workers=workers,
                 address=address,
                 gpus=gpu_share(str(device), workers, gpus_per_worker),
+                local=CandidateWorker(env),  # serially, the env made above scores the candidates
             ) as pool,
             tqdm(total=evaluations, initial=len(trace), desc=description, disable=not progress) as bar,
         ):

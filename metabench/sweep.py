@@ -16,6 +16,7 @@ Ray and resumes the same way, through the run folders.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import shlex
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from metabench.training import write_csv
 
@@ -78,13 +78,13 @@ def run_trial(
     )
     command = shlex.join(["metabench", "evaluate", "--agent", agent, "--checkpoint", str(path), "--env", env_id])
     summary, _ = evaluate_checkpoint(path, env_id, agent=agent, device=device, progress=False, command=command)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    last = checkpoint["history"][-1] if checkpoint["history"] else {}
+    with open(out / "log.csv", newline="") as handle:  # one row per validation; the last is the run's end
+        last = {key: float(value) for key, value in list(csv.DictReader(handle))[-1].items() if value}
     result = {
         "point": point_name(config),
         "seed": seed,
-        "iterations": checkpoint["iteration"],
-        "wall_seconds": checkpoint["training"]["wall_seconds"],
+        "iterations": summary["training"]["iterations"],
+        "wall_seconds": summary["training"]["wall_seconds"],
         "val_accuracy": last.get("val_accuracy"),
         "val_reward": last.get("val_reward"),
         "test_accuracy": summary["results"].get("accuracy_mean"),
@@ -122,11 +122,11 @@ def sweep(
     common = {"iterations": iterations, "time_budget": time_budget, "env_kwargs": dict(env_kwargs or {})}
     common["device"] = device
 
-    def folder(point: dict[str, Any], seed: int) -> str:
-        return str(out / f"{point_name(grid_point(point))}-s{seed}")
-
     def grid_point(point: dict[str, Any]) -> dict[str, Any]:
         return {key: point[key] for key in (grid or {})}
+
+    def folder(point: dict[str, Any], seed: int) -> str:
+        return str(out / f"{point_name(grid_point(point))}-s{seed}")
 
     if workers == 1:
         results = []

@@ -365,8 +365,8 @@ def train(
             ):
                 start = time.perf_counter()
                 learner.progress = max(iteration / iterations, 0.0 if budget_end is None else elapsed / budget_end)
-                episodes = sampler.sample(meta_batch, generator)
-                metrics = learner.train_step(distributed.shard(episodes, rank, ranks) if ranks > 1 else episodes)
+                episodes = sampler.sample(meta_batch, generator)  # the same draw on every rank
+                metrics = learner.train_step(distributed.shard(episodes, rank, ranks))
                 seconds = time.perf_counter() - start
                 elapsed += seconds
                 iteration += 1
