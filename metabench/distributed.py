@@ -13,6 +13,7 @@ meta-batch must split evenly over the ranks.
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -30,11 +31,16 @@ def world() -> tuple[int, int]:
 
 
 def start(device: str | torch.device) -> tuple[int, int]:
-    """Join the process group ``torchrun`` describes (if any, and not joined yet); returns :func:`world`."""
+    """Join the process group ``torchrun`` describes (if any, and not joined yet); returns :func:`world`.
+
+    The group is left at exit: a gloo process that exits without leaving it can abort ("terminate called
+    without an active exception") and fail the whole torchrun job after a finished run.
+    """
     rank, size = world()
     if size > 1 and not dist.is_initialized():
         backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
         dist.init_process_group(backend)
+        atexit.register(dist.destroy_process_group)
     return world()
 
 
