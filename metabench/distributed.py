@@ -79,6 +79,13 @@ def average_gradients(learner: Any) -> None:
         optimizer.register_step_pre_hook(all_reduce)
 
 
+def barrier() -> None:
+    """Wait until every rank is here (nothing to wait for outside ``torchrun``): the ranks end a run together,
+    once rank 0 has validated and saved, rather than leaving it alone in the process group."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def agree(stop: bool) -> bool:
     """True on every rank if any rank wants to stop (a time budget, a signal): ranks leave the loop together."""
     if not dist.is_initialized():

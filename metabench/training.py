@@ -418,6 +418,7 @@ def train(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    distributed.barrier()
     if interrupted:
         raise TrainingInterrupted(path, iteration)
     return path

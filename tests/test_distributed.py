@@ -62,7 +62,8 @@ def test_two_gloo_ranks_take_the_single_process_meta_gradient(omniglot_dir: Path
 
 def test_torchrun_trains_on_two_ranks_and_rank_zero_writes_the_checkpoint(omniglot_dir: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "metabench", "train"]
-    command += ["maml", "--env", ENV, "--iterations", "3", "--out", str(tmp_path / "run"), "--val-episodes", "10"]
+    # rank 0 alone validates: 300 episodes keep it busy while rank 1 is done (a run once aborted at that exit)
+    command += ["maml", "--env", ENV, "--iterations", "3", "--out", str(tmp_path / "run"), "--val-episodes", "300"]
     command += ["--config", "meta_batch=4", "width=8"]
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
     learner, checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
