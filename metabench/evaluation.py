@@ -13,6 +13,12 @@ support and query tensor) is recorded, so a score can always be traced to its ep
   ``test_episodes`` attribute (default ``TEST_EPISODES``) sets the length of its protocol, and its
   ``tasks`` attribute (the current :class:`~metabench.episodes.Episodes`), if any, is hashed.
 
+* design envs, whose answer is a learner still to be trained (MetaNAS: an architecture), which
+  declare a ``test_learner``, a ``test_recipe`` and a few-shot ``test_env``: the trained learner is
+  scored on ``test_env``'s episodes as above, under the env's protocol plus the recipe;
+  :func:`evaluate_checkpoint` trains the agent's design first (:func:`train_design`) and keeps the
+  trained learner as the checkpoint it scored.
+
 Rewards are the environment's own (minus query losses). The summary reports mean accuracy and
 reward with 95% confidence intervals (1.96 standard errors), wall time, device and peak memory, and
 whether the learner was transductive.
@@ -21,6 +27,7 @@ whether the learner was transductive.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -36,7 +43,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.envs.registration import EnvSpec
+from gymnasium.envs.registration import EnvSpec, load_env_creator
 from tqdm import tqdm
 
 import metabench
@@ -75,6 +82,15 @@ def protocol_episodes(env: gym.Env) -> int:
     return int(getattr(env, "test_episodes", TEST_EPISODES))
 
 
+def scored_env(env: gym.Env) -> tuple[gym.Env, dict[str, Any]]:
+    """The env whose test episodes score a learner, and the protocol they are recorded under: ``env`` itself,
+    or for a design env (MetaNAS: it names a ``test_learner`` to train) its few-shot ``test_env``, under
+    ``env``'s protocol plus its ``test_recipe``."""
+    if getattr(env, "test_learner", None) is None:
+        return env, env.protocol
+    return env.test_env, {**env.protocol, "test_recipe": env.test_recipe}
+
+
 def episode_chunks(env: TaskEnv, n_episodes: int, seed: int, chunk: int = CHUNK) -> Iterator[Episodes]:
     """The seeded episode list of an env, ``chunk`` tasks per draw (the last draw may be smaller)."""
     for _, episodes in episode_chunk_states(env, n_episodes, seed, chunk):
@@ -100,7 +116,7 @@ def _update_hash(digest: Any, episodes: Episodes) -> None:
 @cache
 def test_protocol(env_id: str, n_episodes: int | None = None, seed: int = TEST_SEED) -> dict[str, Any]:
     """The protocol a test score on ``env_id`` is measured under, with the sha256 of its episodes."""
-    env = make_env(env_id, split="test")
+    env, protocol = scored_env(make_env(env_id, split="test"))
     n_episodes = protocol_episodes(env) if n_episodes is None else n_episodes
     digest = hashlib.sha256()
     if isinstance(env, TaskEnv):
@@ -111,7 +127,7 @@ def test_protocol(env_id: str, n_episodes: int | None = None, seed: int = TEST_S
             env.reset(seed=seed + i)
             if getattr(env, "tasks", None) is not None:
                 _update_hash(digest, env.tasks)
-    return {**env.protocol, "episodes": n_episodes, "episode_seed": seed, "episodes_sha256": digest.hexdigest()}
+    return {**protocol, "episodes": n_episodes, "episode_seed": seed, "episodes_sha256": digest.hexdigest()}
 
 
 def device_name(device: str | torch.device) -> str:
@@ -159,10 +175,16 @@ def evaluate(
     """
     device = torch.device(device) if device is not None else learner.device
     env_kwargs = check_env_kwargs(env_kwargs)
-    env = make_env(env_id, split=split, device=device, **env_kwargs)
-    n_episodes = protocol_episodes(env) if n_episodes is None else n_episodes
+    design_env = make_env(env_id, split=split, device=device, **env_kwargs)
+    n_episodes = protocol_episodes(design_env) if n_episodes is None else n_episodes
     if n_episodes < 1:
-        raise ValueError(f"{env_id} has no test protocol ({type(env).__name__}.test_episodes = 0); see its docs")
+        raise ValueError(f"{env_id} has no test protocol ({type(design_env).__name__}.test_episodes = 0); see its docs")
+    env, protocol = scored_env(design_env)
+    if env is not design_env and learner.name != design_env.test_learner:
+        raise ValueError(
+            f"{env_id} scores the {design_env.test_learner} its agent's design trains, not a {learner.name}: "
+            "`metabench evaluate` on the agent's checkpoint trains the design first"
+        )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     digest = hashlib.sha256()
@@ -190,7 +212,7 @@ def evaluate(
         "agent": learner.name,
         "transductive": learner.transductive,
         "protocol": {
-            **env.protocol,
+            **protocol,
             **({"env_kwargs": env_kwargs} if env_kwargs else {}),
             "episodes": n_episodes,
             "episode_seed": seed,
@@ -243,7 +265,12 @@ def evaluate_checkpoint(
         raise ValueError(f"{path} is a {state['agent']} checkpoint, not {agent}")
     if state["env_id"] != env_id:
         raise ValueError(f"{path} was trained on {state['env_id']}, not {env_id}")
-    env_kwargs = {**state.get("env_kwargs", {}), **(env_kwargs or {})}
+    env_kwargs = {**(state.get("env_kwargs") or {}), **(env_kwargs or {})}
+    out = Path(out_dir or path.parent / f"evaluation-{env_id}")
+    test_learner = getattr(load_env_creator(gym.spec(env_id).entry_point), "test_learner", None)
+    if test_learner is not None and state["agent"] != test_learner:  # a design agent (MetaNAS): train its design
+        path = train_design(learner, state, env_id, out / "checkpoint.pt", device=device, env_kwargs=env_kwargs)
+        learner, state = load_checkpoint(path, device)
     summary, records = evaluate(
         learner,
         env_id,
@@ -265,9 +292,62 @@ def evaluate_checkpoint(
     summary["checkpoint"] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     if command is not None:
         summary["command"] = command
-    out = write_evaluation(summary, records, out_dir or path.parent / f"evaluation-{env_id}")
+    if "design" in state:
+        summary["design"] = state["design"]
+    out = write_evaluation(summary, records, out)
     record_test_run(path, summary)
     return summary, out
+
+
+def train_design(
+    agent: Learner,
+    state: dict[str, Any],
+    env_id: str,
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    env_kwargs: dict[str, Any] | None = None,
+) -> Path:
+    """The first stage of a design env's test protocol (MetaNAS): ``agent`` (a checkpoint's learner, with its
+    checkpoint ``state``) designs its answer, the env trains it by its ``test_recipe``, and the trained
+    learner is saved at ``path``. That checkpoint is what the protocol scores; it keeps the agent's budget
+    (``training``, ``iteration``, ``seed``: what found the design) and records the design under ``design``."""
+    from metabench.data import save_atomic
+    from metabench.learners import learner_reference
+    from metabench.training import CHECKPOINT_FORMAT
+
+    env = make_env(env_id, split="test", device=device, **(env_kwargs or {}))
+    start = time.perf_counter()
+    agent.reset()
+    design = env.design(agent.act)
+    learner = env.train_for_test(design)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "agent": learner.name,
+            "agent_reference": learner_reference(type(learner)),
+            "env_id": env_id,
+            "env_kwargs": env_kwargs or {},
+            "config": dataclasses.asdict(learner.config),
+            "seed": state["seed"],
+            "iteration": state["iteration"],
+            "learner": learner.state_dict(),
+            "history": [],
+            "training": state["training"],
+            "design": {
+                "agent": state["agent"],
+                "agent_config": state["config"],
+                "answer": design,
+                "recipe": env.test_recipe,
+                "recipe_wall_seconds": round(time.perf_counter() - start, 3),
+                "recipe_device_name": device_name(device),
+            },
+        },
+        path,
+    )
+    return path
 
 
 def score_tasks(learner: Learner, env: TaskEnv, episodes: Episodes) -> tuple[np.ndarray, np.ndarray | None]:
@@ -320,7 +400,7 @@ class ProtocolWorker:
         self, learner: Learner, env_id: str | EnvSpec, split: str, device: str, env_kwargs: dict[str, Any]
     ) -> None:
         self.learner = learner
-        self.env = make_env(env_id, split=split, device=device, **env_kwargs)
+        self.env, _ = scored_env(make_env(env_id, split=split, device=device, **env_kwargs))
 
     def score_chunk(self, state: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray | None]:
         return score_tasks(self.learner, self.env, self.env.sampler.sample(count, torch.Generator().set_state(state)))
@@ -394,7 +474,7 @@ def rescore(
     ``i``'s seed.
     """
     device = torch.device(device) if device is not None else learner.device
-    env = make_env(env_id, split="test", device=device)
+    env, _ = scored_env(make_env(env_id, split="test", device=device))
     wanted = sorted(set(episodes))
     if not wanted:
         return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import warnings
 
 import gymnasium as gym
@@ -14,11 +15,11 @@ import torch
 import torch.nn.functional as F
 
 import metabench  # noqa: F401  (registers the envs)
-from metabench import models, nas, splits
+from metabench import evaluation, models, nas, splits
 from metabench.envs.nas import MetaNASEnv
-from metabench.evaluation import evaluate
-from metabench.search import candidate_space, load_searcher, play
-from metabench.training import build_learner
+from metabench.evaluation import evaluate, evaluate_checkpoint, rescore
+from metabench.search import candidate_space, load_searcher, open_loop_checkpoint, play
+from metabench.training import build_learner, load_checkpoint
 
 TINY = {"fidelity": 2, "val_episodes": 4, "learner_config": {"train_way": 5, "train_query": 2}}
 SMALL_NET = [0, 0, 0, 1, 0, 0, 3, 0, 3, 2, 0, 1]  # conv3x3-16-maxpool, sepconv3x3-16-maxpool, skip-16-none, dilconv
@@ -273,8 +274,48 @@ def test_reinforce_controller_improves_its_mean_reward():
     assert np.mean(rewards[-30:]) > np.mean(rewards[:30])
 
 
-def test_the_env_has_no_test_protocol():
-    """Its reward is a val score: an architecture is tested through ProtoNets on MetaOmniglot, not here."""
-    agent = build_learner("open-loop", "MetaNAS-Omniglot-5w1s-v0", {"candidate": [0] * nas.N_DECISIONS})
-    with pytest.raises(ValueError, match="no test protocol"):
-        evaluate(agent, "MetaNAS-Omniglot-5w1s-v0", progress=False)
+def test_the_reward_at_a_fidelity_is_the_val_score_a_longer_run_passes():
+    """One training run passes every fidelity: what makes the fidelity study one run per architecture."""
+    env = tiny_env("oneshot", fidelity=3).unwrapped
+    reward, _ = play(env, SMALL_NET)
+    runs = env.train(nas.decode(SMALL_NET), [1, 3, 5])
+    scores = {episodes: env.score_val(learner)["reward"] for episodes, learner, _ in runs}
+    assert scores[3] == reward and scores[1] != reward and scores[5] != reward
+    with pytest.raises(ValueError, match="increase"):
+        list(env.train(nas.decode(SMALL_NET), [3, 1]))
+
+
+def test_a_design_is_trained_by_the_recipe_and_scored_on_the_omniglot_test_episodes(tmp_path):
+    """metabench evaluate on a search's answer: train the architecture, keep it, score MetaOmniglot's test episodes."""
+    env_id, kwargs = "MetaNAS-Omniglot-5w1s-v1", {**TINY, "test_train_episodes": 3}
+    training = {"wall_seconds": 9.0, "meta_batch": 1, "episodes_seen": 7, "device": "cpu", "device_name": "cpu"}
+    answer = open_loop_checkpoint(env_id, SMALL_NET, tmp_path / "search" / "checkpoint.pt", training=training, seed=4)
+    summary, out = evaluate_checkpoint(answer, env_id, env_kwargs=kwargs, n_episodes=30, progress=False)
+    design = nas.to_string(nas.decode(SMALL_NET))
+    assert summary["agent"] == "protonet" and summary["design"]["answer"] == design
+    assert summary["design"]["agent"] == "open-loop" and summary["protocol"]["test_recipe"]["train_episodes"] == 3
+    assert "instead of the protocol's 1000" in summary["note"]
+
+    # exactly what training the design by hand and scoring it on MetaOmniglot's own protocol gives
+    env = gym.make(env_id, **kwargs).unwrapped
+    by_hand, by_hand_records = evaluate(
+        env.train_for_test(design), "MetaOmniglot-5w1s-v1", n_episodes=30, progress=False
+    )
+    records = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert records == by_hand_records and summary["results"] == by_hand["results"]
+    assert summary["protocol"]["episodes_sha256"] == by_hand["protocol"]["episodes_sha256"]
+    registered = evaluation.test_protocol(env_id, 30)
+    omniglot = evaluation.test_protocol("MetaOmniglot-5w1s-v1", 30)
+    assert registered["episodes_sha256"] == omniglot["episodes_sha256"]
+    assert registered["test_recipe"]["train_episodes"] == 500 and registered["test_recipe"]["learner"] == "protonet"
+
+    # the stored checkpoint is the trained network, with the search's budget; re-scoring it repeats the records
+    learner, state = load_checkpoint(out / "checkpoint.pt")
+    assert learner.config.architecture == design and (state["seed"], state["training"]) == (4, training)
+    assert rescore(learner, env_id, [0, 29]) == [records[0], records[29]]
+    runs = [json.loads(line) for line in (out / "test_runs.jsonl").read_text().splitlines()]
+    assert [run["checkpoint_sha256"] for run in runs] == [summary["checkpoint"]["sha256"]]
+
+    agent = build_learner("open-loop", env_id, {"candidate": SMALL_NET})
+    with pytest.raises(ValueError, match="trains the design first"):
+        evaluate(agent, env_id, n_episodes=5, progress=False)

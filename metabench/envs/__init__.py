@@ -9,7 +9,7 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from metabench.envs.augment import DEFAULT_TEMPERATURE, MetaAugmentEnv
-from metabench.envs.nas import DEFAULT_FIDELITY, DEFAULT_VAL_EPISODES, MetaNASEnv
+from metabench.envs.nas import DEFAULT_FIDELITY, DEFAULT_VAL_EPISODES, TEST_TRAIN_EPISODES, MetaNASEnv
 from metabench.envs.omniglot import MetaOmniglotEnv, MetaOmniglotVectorEnv
 from metabench.envs.optimizer import MetaOptimizerEnv
 from metabench.envs.sinusoid import MetaSinusoidEnv, MetaSinusoidVectorEnv
@@ -166,6 +166,7 @@ for version, pins in OMNIGLOT_VERSIONS.items():
                 "fidelity": DEFAULT_FIDELITY,
                 "train_seed": 0,
                 "val_episodes": DEFAULT_VAL_EPISODES,
+                "test_train_episodes": TEST_TRAIN_EPISODES,
                 "scheme": "vinyals",
                 **data_pins,
             },

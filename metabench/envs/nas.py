@@ -26,9 +26,7 @@ Adam 1e-3, running batch-norm statistics), initialised and fed from seed ``train
 meta-trained for ``fidelity`` episodes drawn from the ``train`` split (as ``metabench train`` would:
 sampler generator seeded ``train_seed + metabench.training.TRAIN_SEED_OFFSET``), then predicts a
 fixed, seeded list of ``val_episodes`` ``val`` episodes (seed ``val_seed``; 15 queries per class).
-**Reward**: minus the mean query cross-entropy over those episodes. The ``test`` split is never read:
-the harness reports a found architecture's test accuracy by training it with ``metabench train
-protonet --config architecture=...`` and ``metabench evaluate``.
+**Reward**: minus the mean query cross-entropy over those episodes (never the ``test`` split).
 
 The final ``info``: ``val_accuracy`` (also ``accuracy``), ``val_accuracy_ci95``, ``params``, ``flops``
 (one image's forward pass, :func:`metabench.nas.flops`), ``architecture`` (its string) and
@@ -40,9 +38,14 @@ The info is a function of the architecture, so repeating a step repeats it exact
 ``last_seconds`` (0 on a cache hit), and the totals ``evaluations``, ``cache_hits``,
 ``total_seconds`` (real) and ``total_cost_seconds`` (simulated).
 
-Test protocol: none (``test_episodes`` = 0; ``metabench evaluate`` refuses the env). The reward is a
-val score by design; a found architecture's test accuracy comes from ``metabench train protonet
---config architecture=...`` and ``metabench evaluate`` on MetaOmniglot.
+Test protocol (what ``metabench evaluate`` runs on a search's answer, ``test_recipe``): the agent
+designs its architecture (:meth:`MetaNASEnv.design`: its decisions, no training), the env trains it
+with the reward's recipe for ``test_train_episodes`` (default :data:`TEST_TRAIN_EPISODES` = 500)
+episodes (:meth:`MetaNASEnv.train_for_test`), and the trained ProtoNets is scored on the
+``test_episodes`` = 1,000 test episodes of the same task shape (``test_env``: MetaOmniglot on the
+``test`` split, episode seeds as for MetaOmniglot), so a MetaNAS score is directly comparable with
+the MetaOmniglot board. The evaluation stores the trained ProtoNets as the checkpoint it scored. The
+reward itself never reads the ``test`` split.
 
 Cache: results are kept by (architecture, fidelity, train_seed, learner config, val episodes, device
 type) in a dict shared by everything that uses the env instance (``env.unwrapped.cache``), and, with
@@ -58,10 +61,12 @@ Cost: see :data:`DEFAULT_FIDELITY`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -72,8 +77,8 @@ from gymnasium import spaces
 
 from metabench import data, nas
 from metabench.envs.omniglot import MetaOmniglotEnv
-from metabench.evaluation import episode_chunks, mean_ci95, score_tasks
-from metabench.learners import config_from_dict, load_learner_class
+from metabench.evaluation import TEST_EPISODES, episode_chunks, mean_ci95, score_tasks
+from metabench.learners import Learner, config_from_dict, load_learner_class
 
 MODES = ("sequential", "oneshot")
 #: Meta-training episodes per candidate. Conv-4 trains at about 0.4 s per 60-way episode on the 2-core CPU with
@@ -81,6 +86,9 @@ MODES = ("sequential", "oneshot")
 #: architecture costs 0.38x Conv-4's FLOPs on average, the costliest 8.9x (see benchmarks/results/nas/README.md).
 DEFAULT_FIDELITY = 100
 DEFAULT_VAL_EPISODES = 100
+#: Meta-training episodes of the test protocol: Conv-4 reaches 97.4% val accuracy at 500 and 97.6% at 656
+#: (5-way 1-shot, runs/v1 ProtoNets seed 1), so 500 is near convergence for it at a cost a CPU can pay.
+TEST_TRAIN_EPISODES = 500
 VAL_SEED = 1
 LEARNER = "protonet"
 CACHE_FORMAT = "metabench-nas-result/1"
@@ -96,13 +104,15 @@ class MetaNASEnv(gym.Env):
         train_seed: seeds the candidate's initialisation and its training episodes.
         val_episodes, val_seed: the fixed list of val episodes that scores a candidate.
         learner_config: overrides of the ProtoNet hyperparameters (tests use a small ``train_way``).
+        test_train_episodes: meta-training episodes of a design before its test score (the test protocol).
         cache_dir: folder of the on-disk result cache (None: in-memory only).
         device, scheme, root, preprocessing, manifest_sha256: as for
             :class:`~metabench.envs.omniglot.MetaOmniglotEnv`.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
-    test_episodes = 0  # no test protocol: architectures are tested through ProtoNets on MetaOmniglot
+    test_episodes = TEST_EPISODES  # scored by test_env after train_for_test (see the module doc)
+    test_learner = LEARNER  # what the test protocol trains (metabench.evaluation: a design env)
 
     def __init__(
         self,
@@ -115,6 +125,7 @@ class MetaNASEnv(gym.Env):
         val_episodes: int = DEFAULT_VAL_EPISODES,
         val_seed: int = VAL_SEED,
         learner_config: dict[str, Any] | None = None,
+        test_train_episodes: int = TEST_TRAIN_EPISODES,
         cache_dir: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
         scheme: str = "vinyals",
@@ -124,12 +135,18 @@ class MetaNASEnv(gym.Env):
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        for name, value in (("fidelity", fidelity), ("val_episodes", val_episodes)):
+        for name, value in (
+            ("fidelity", fidelity),
+            ("val_episodes", val_episodes),
+            ("test_train_episodes", test_train_episodes),
+        ):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.mode, self.fidelity, self.train_seed = mode, int(fidelity), int(train_seed)
+        self.test_train_episodes = int(test_train_episodes)
         self.horizon = nas.N_DECISIONS if mode == "sequential" else 1
         self.device = torch.device(device)
+        self._task_args = (n_way, k_shot, n_query, scheme, root, preprocessing, manifest_sha256)
         self.val_env = MetaOmniglotEnv(
             n_way, k_shot, n_query, "val", scheme, self.device, root, preprocessing, manifest_sha256
         )
@@ -205,10 +222,7 @@ class MetaNASEnv(gym.Env):
             raise gym.error.ResetNeeded(
                 "step() needs an episode: call reset() first (an episode ends when its network is scored)"
             )
-        if self.mode == "sequential":
-            self._decisions.append(nas.check_decision(len(self._decisions), action))
-        else:
-            self._decisions = [int(value) for value in nas.encode(nas.decode(action))]
+        self._decide(action)
         if len(self._decisions) < nas.N_DECISIONS:
             return self._observation(), 0.0, False, False, {}
         decisions, observation = self._decisions, self._observation()
@@ -216,6 +230,48 @@ class MetaNASEnv(gym.Env):
         result = self.score(decisions)
         info = {key: value for key, value in result.items() if key != "reward"}
         return observation, result["reward"], True, False, info
+
+    def _decide(self, action: Any) -> None:
+        if self.mode == "sequential":
+            self._decisions.append(nas.check_decision(len(self._decisions), action))
+        else:
+            self._decisions = [int(value) for value in nas.encode(nas.decode(action))]
+
+    # --- the test protocol ----------------------------------------------------------------------
+
+    def design(self, act: Callable[[np.ndarray], Any]) -> str:
+        """The architecture (its string) an agent designs: ``act`` answers the observations an episode would
+        show, and nothing is trained or scored (the first stage of the test protocol)."""
+        observation, _ = self.reset()
+        for _ in range(self.horizon):
+            self._decide(act(observation))
+            observation = self._observation()
+        architecture, self._decisions = nas.decode(self._decisions), None
+        return nas.to_string(architecture)
+
+    def train_for_test(self, design: str) -> Learner:
+        """ProtoNets with the architecture ``design`` trained by the reward's recipe for ``test_train_episodes``
+        episodes."""
+        _, learner, _ = next(self.train(nas.parse(design), [self.test_train_episodes]))
+        return learner
+
+    @functools.cached_property
+    def test_env(self) -> MetaOmniglotEnv:
+        """The few-shot env whose test episodes score a trained architecture (built on first use)."""
+        n_way, k_shot, n_query, scheme, root, preprocessing, manifest_sha256 = self._task_args
+        return MetaOmniglotEnv(
+            n_way, k_shot, n_query, "test", scheme, self.device, root, preprocessing, manifest_sha256
+        )
+
+    @property
+    def test_recipe(self) -> dict[str, Any]:
+        """How a design is trained before its test score: part of the test protocol's record."""
+        return {
+            "learner": LEARNER,
+            "train_episodes": self.test_train_episodes,
+            "train_seed": self.train_seed,
+            "test_manifest_sha256": self.test_env.protocol["manifest_sha256"],
+        }
 
     # --- scoring ------------------------------------------------------------------------------
 
@@ -261,30 +317,54 @@ class MetaNASEnv(gym.Env):
         text = json.dumps(self._key_fields(architecture), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _train_and_score(self, architecture: nas.Architecture) -> dict[str, Any]:
-        """Meta-train ProtoNets with the architecture for ``fidelity`` episodes and score the val episodes."""
-        start = time.perf_counter()
+    def train(
+        self, architecture: nas.Architecture, checkpoints: Sequence[int]
+    ) -> Iterator[tuple[int, Learner, list[float]]]:
+        """Meta-train ProtoNets with ``architecture`` by the env's recipe, yielding ``(episodes, learner, train
+        losses)`` after each of the increasing episode counts ``checkpoints``.
+
+        One run passes every fidelity on its way: the learner after ``f`` episodes is the one the reward at
+        ``fidelity=f`` scores (the recipe has no schedule that depends on the budget), which is what makes a
+        fidelity study cost one training run per architecture.
+        """
+        from metabench.training import TRAIN_SEED_OFFSET
+
         config = {**self.learner_config, "architecture": nas.to_string(architecture)}
         learner = self.learner_class(
             config_from_dict(self.learner_class, config), self.val_env.protocol, self.device, self.train_seed
         )
-        from metabench.training import TRAIN_SEED_OFFSET
-
         generator = torch.Generator().manual_seed(self.train_seed + TRAIN_SEED_OFFSET)
-        losses = []
-        for _ in range(self.fidelity):
-            losses.append(learner.train_step(self.train_sampler.sample(learner.config.meta_batch, generator))["loss"])
+        losses: list[float] = []
+        for checkpoint in checkpoints:
+            if checkpoint < len(losses):
+                raise ValueError(f"checkpoints must increase, got {list(checkpoints)}")
+            while len(losses) < checkpoint:
+                episodes = self.train_sampler.sample(learner.config.meta_batch, generator)
+                losses.append(learner.train_step(episodes)["loss"])
+            yield checkpoint, learner, losses
+
+    def score_val(self, learner: Learner) -> dict[str, float]:
+        """The reward of a trained learner: minus its mean query loss on the env's fixed val episodes (and the
+        accuracy, with 95% CIs); a diverged network scores 10x the chance loss."""
         scores = [score_tasks(learner, self.val_env, episodes) for episodes in self.val_tasks]
         rewards, accuracies = (np.concatenate(column) for column in zip(*scores, strict=True))
         reward, reward_ci95 = mean_ci95(rewards)
         accuracy, accuracy_ci95 = mean_ci95(accuracies)
         if not np.isfinite(reward):
-            reward = -float(np.log(self.val_env.protocol["n_way"])) * 10  # a diverged network: 10x chance loss
+            reward = -float(np.log(self.val_env.protocol["n_way"])) * 10
         return {
             "reward": reward,
             "val_reward_ci95": reward_ci95,
             "val_accuracy": accuracy,
             "val_accuracy_ci95": accuracy_ci95,
+        }
+
+    def _train_and_score(self, architecture: nas.Architecture) -> dict[str, Any]:
+        """Meta-train ProtoNets with the architecture for ``fidelity`` episodes and score the val episodes."""
+        start = time.perf_counter()
+        _, learner, losses = next(self.train(architecture, [self.fidelity]))
+        return {
+            **self.score_val(learner),
             "train_loss_last": float(np.mean(losses[-10:])),
             "architecture": nas.to_string(architecture),
             "params": nas.count_params(architecture),
