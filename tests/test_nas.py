@@ -319,3 +319,31 @@ def test_a_design_is_trained_by_the_recipe_and_scored_on_the_omniglot_test_episo
     agent = build_learner("open-loop", env_id, {"candidate": SMALL_NET})
     with pytest.raises(ValueError, match="trains the design first"):
         evaluate(agent, env_id, n_episodes=5, progress=False)
+
+
+def test_reference_designs_are_written_as_answers_with_their_budget(tmp_path):
+    """nas_designs: Conv-4 and a seeded random draw at zero budget; a search's best candidate with the search's."""
+    from metabench_baselines import nas_designs
+
+    fixed = nas_designs.write_fixed("MetaNAS-Omniglot-5w1s-v1", tmp_path, "cmd")
+    _, conv4 = load_checkpoint(fixed[0])
+    assert conv4["config"]["candidate"] == nas.encode(nas.CONV4).tolist() and conv4["training"]["episodes_seen"] == 0
+    _, drawn = load_checkpoint(fixed[1])
+    assert drawn["config"]["candidate"] == np.random.default_rng(0).integers(4, size=12).tolist()
+    run = tmp_path / "search"
+    run.mkdir()
+    best = {
+        "method": "evolution",
+        "env_id": "MetaNAS-Omniglot-5w1s-v0",
+        "seed": 2,
+        "evaluations": 30,
+        "episodes_per_evaluation": 1,
+        "wall_seconds": 485.7,
+        "best_reward": -1.2,
+        "best_candidate": SMALL_NET,
+    }
+    (run / "best.json").write_text(json.dumps(best))
+    learner, state = load_checkpoint(nas_designs.write_from_search(run, "MetaNAS-Omniglot-5w1s-v1", tmp_path, "cmd"))
+    assert state["config"]["candidate"] == SMALL_NET and (state["iteration"], state["seed"]) == (30, 2)
+    assert state["training"]["wall_seconds"] == 485.7 and state["training"]["search"]["env_id"].endswith("-v0")
+    assert nas.decode(np.array([learner.act(None) for _ in range(12)])) == nas.decode(SMALL_NET)
