@@ -147,6 +147,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     line = f"reward {results['reward_mean']:.4f} +- {results['reward_ci95']:.4f}"
     if "accuracy_mean" in results:
         line = f"accuracy {100 * results['accuracy_mean']:.2f} +- {100 * results['accuracy_ci95']:.2f} %, " + line
+    if "design" in summary:  # a design env: the agent's design, trained by the env's recipe, was scored
+        agent = f"{agent}'s design ({summary['agent']}, {summary['design']['answer']})"
     print(f"{agent} on {args.env} ({results['episodes']} test episodes): {line}")
     print(f"wrote {out / 'summary.json'} and {out / 'episodes.jsonl'}")
     return 0
