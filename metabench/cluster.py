@@ -46,6 +46,9 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
         if address is None:
             options["num_cpus"] = cpus or os.cpu_count() or 1
+            # Ray adds 15 to its workers' niceness, so on a machine shared with other work they got 19% of a core
+            # beside a nice-5 process's 91%: a local instance's workers keep this process's priority instead
+            os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(address=address, **options)
     return ray
 

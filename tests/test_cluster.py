@@ -16,7 +16,7 @@ import test_search
 import torch
 from gymnasium.envs.registration import register, registry
 
-from metabench.cluster import Pool, gpu_share
+from metabench.cluster import Pool, connect, gpu_share
 from metabench.evaluation import evaluate
 from metabench.multifidelity import asha_search, rungs
 from metabench.search import search
@@ -34,7 +34,7 @@ def local_ray():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     for module in (test_search, sys.modules[__name__]):
         ray.cloudpickle.register_pickle_by_value(module)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    connect(cpus=2)
     yield
     ray.shutdown()
 
@@ -68,6 +68,8 @@ def _without_timing(trace: list[dict]) -> list[dict]:
 def test_a_killed_worker_has_its_calls_retried_once_and_nothing_lost(local_ray):
     with Pool(Slow, workers=2) as pool:
         before = set(pool.pids())
+        priority = os.getpriority(os.PRIO_PROCESS, 0)  # workers run at the driver's priority, not Ray's nice 15
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in before] == [priority, priority]
         for x in range(6):
             pool.submit(x, "work", x)
         time.sleep(0.5)  # both workers are inside their first call
