@@ -277,6 +277,24 @@ REFUSALS = [
     ("deep-config", (SUMMARY, lambda s: s["training"]["config"].update(deep=nested(100))), {}, "more than 32 levels"),
     ("device-name-with-newline", (SUMMARY, lambda s: s["run"].update(device_name="cpu\n| x |")), {}, "control char"),
     ("budget-lie", (SUMMARY, lambda s: s["training"].update(iterations=60000)), {}, "training block"),
+    (
+        "invented-design",
+        (
+            SUMMARY,
+            summary_field(
+                design={
+                    "agent": "open-loop",
+                    "agent_config": {},
+                    "answer": "conv3x3-64-maxpool",
+                    "recipe": {},
+                    "recipe_wall_seconds": 1.0,
+                    "recipe_device_name": "cpu",
+                }
+            ),
+        ),
+        {},
+        "summary.json's design",
+    ),
     ("malicious-entry-name", None, {"--name": "../../etc"}, "path component"),
     ("absolute-entry-name", None, {"--name": "/etc/passwd"}, "absolute path"),
     ("hidden-entry-name", None, {"--name": ".hidden"}, "[A-Za-z0-9._-]"),

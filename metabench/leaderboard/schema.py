@@ -122,6 +122,17 @@ class CheckpointRef(_Strict):
     sha256: Sha256
 
 
+class Design(_Strict):
+    """What a design env's agent answered (MetaNAS: an architecture) and how the env trained it for the test."""
+
+    agent: PlainText = Field(min_length=1, max_length=200)
+    agent_config: dict[str, Any]
+    answer: PlainText = Field(min_length=1, max_length=2000)
+    recipe: dict[str, Any]
+    recipe_wall_seconds: float = Field(ge=0)
+    recipe_device_name: PlainText
+
+
 class Summary(_Strict):
     """``summary.json`` as written by ``metabench evaluate``."""
 
@@ -136,6 +147,7 @@ class Summary(_Strict):
     checkpoint: CheckpointRef
     command: str = Field(min_length=1, max_length=4000)
     note: str | None = None
+    design: Design | None = None
 
 
 class EpisodeRecord(_Strict):

@@ -301,6 +301,9 @@ def check_checkpoint(content: bytes, summary: Summary, where: str = "checkpoint"
         )
     if json.loads(json.dumps(expected_training)) != summary.training.model_dump():
         raise LeaderboardError(f"summary.json's training block (budget, seed, config) does not match {where}")
+    design = None if summary.design is None else summary.design.model_dump()
+    if json.loads(json.dumps(checkpoint.get("design"))) != design:
+        raise LeaderboardError(f"summary.json's design (the agent's answer and its training) does not match {where}")
 
 
 def check_transductive(summary: Summary) -> None:
