@@ -51,7 +51,9 @@ nothing, so applying the operations to a batch or only to its changed images giv
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -121,6 +123,24 @@ def check_policy(policy: torch.Tensor) -> torch.Tensor:
                 + (f" (operations: {', '.join(OPS)})" if column == 0 else "")
             )
     return policy
+
+
+def policy_from_action(action: Any, sub_policies: int) -> torch.Tensor:
+    """Check a flat action ``[op, magnitude bin, probability bin] * sub_policies`` (what the MetaAugment envs'
+    ``MultiDiscrete`` spaces hold) and return it as an ``(S, 3)`` int64 policy; ``ValueError`` saying what is wrong."""
+    shape = (3 * sub_policies,)
+    what = f"an augmentation policy: {sub_policies} x (operation, magnitude bin, probability bin)"
+    array = action.detach().cpu().numpy() if isinstance(action, torch.Tensor) else np.asarray(action)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"expected {what}, integers of shape {shape}; got dtype {array.dtype}")
+    if array.shape != shape:
+        raise ValueError(f"expected {what}, integers of shape {shape}; got shape {array.shape}")
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise ValueError("the augmentation policy contains NaN or inf; expected integer bins")
+        if (array != np.round(array)).any():
+            raise ValueError("the augmentation policy has non-integer entries; expected integer bins")
+    return check_policy(torch.from_numpy(array.astype(np.int64)).view(sub_policies, 3))
 
 
 def sample_policy(policy: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,6 +22,7 @@ import threading
 import time
 import types
 import typing
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from metabench import distributed
 from metabench.data import save_atomic
 from metabench.envs.common import resolve_device
+from metabench.episodes import Episodes
 from metabench.evaluation import check_env_kwargs, device_name, evaluate, make_env
 from metabench.learners import Learner, config_from_dict, learner_reference, load_learner_class, meta_batch_size
 
@@ -160,6 +162,27 @@ def load_checkpoint(
     )
     learner.load_state_dict(checkpoint["learner"])
     return learner, checkpoint
+
+
+def train_fixed_budget(
+    learner: Learner,
+    sampler: Any,
+    checkpoints: Sequence[int],
+    generator: torch.Generator,
+    transform: Callable[[Episodes], Episodes] | None = None,
+) -> Iterator[tuple[int, list[float]]]:
+    """Meta-train ``learner`` one meta-batch of ``sampler`` (drawn from ``generator``) per step, ``transform``
+    applied to each batch first (e.g. an augmentation), yielding ``(episodes done, train losses)`` after each
+    of the increasing episode counts ``checkpoints``: the fixed recipe the design envs (MetaNAS, MetaAugment)
+    score a design with, without the harness's validation, logging and checkpointing."""
+    losses: list[float] = []
+    for checkpoint in checkpoints:
+        if checkpoint < len(losses):
+            raise ValueError(f"checkpoints must increase, got {list(checkpoints)}")
+        while len(losses) < checkpoint:
+            episodes = sampler.sample(learner.config.meta_batch, generator)
+            losses.append(learner.train_step(episodes if transform is None else transform(episodes))["loss"])
+        yield checkpoint, losses
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:

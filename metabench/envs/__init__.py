@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from metabench.envs.augment import DEFAULT_TEMPERATURE, MetaAugmentEnv
+from metabench.envs.augment import DEFAULT_SUB_POLICIES, DEFAULT_TEMPERATURE, MetaAugmentEnv
+from metabench.envs.augment_training import (
+    TRAIN_CLASSES,
+    TRAIN_EPISODES,
+    TRAIN_QUERY,
+    TRAIN_WAY,
+    MetaAugmentTrainingEnv,
+)
+from metabench.envs.augment_training import VAL_EPISODES as AUGMENT_VAL_EPISODES
 from metabench.envs.nas import DEFAULT_FIDELITY, DEFAULT_VAL_EPISODES, TEST_TRAIN_EPISODES, MetaNASEnv
 from metabench.envs.omniglot import MetaOmniglotEnv, MetaOmniglotVectorEnv
 from metabench.envs.optimizer import MetaOptimizerEnv
@@ -17,6 +25,7 @@ from metabench.envs.sinusoid import MetaSinusoidEnv, MetaSinusoidVectorEnv
 __all__ = [
     "ENV_IDS",
     "MetaAugmentEnv",
+    "MetaAugmentTrainingEnv",
     "MetaNASEnv",
     "MetaOmniglotEnv",
     "MetaOmniglotVectorEnv",
@@ -171,6 +180,27 @@ for version, pins in OMNIGLOT_VERSIONS.items():
                 **data_pins,
             },
         )
+# MetaAugment v2: the policy augments the training episodes of ProtoNets on a data-poor split (AutoAugment's problem)
+_register(
+    "MetaAugment-Omniglot-5w1s-v2",
+    "metabench.envs.augment_training:MetaAugmentTrainingEnv",
+    None,
+    {
+        "n_way": 5,
+        "k_shot": 1,
+        "n_query": 15,
+        "train_classes": TRAIN_CLASSES,
+        "train_episodes": TRAIN_EPISODES,
+        "train_way": TRAIN_WAY,
+        "train_query": TRAIN_QUERY,
+        "train_seed": 0,
+        "val_episodes": AUGMENT_VAL_EPISODES,
+        "sub_policies": DEFAULT_SUB_POLICIES,
+        "scheme": "vinyals",
+        "preprocessing": OMNIGLOT_VERSIONS[1]["preprocessing"],
+        "manifest_sha256": OMNIGLOT_V1_MANIFESTS,
+    },
+)
 for k_shot in SINUSOID_SHOTS:
     _register(
         f"MetaSinusoid-{k_shot}shot-v0",

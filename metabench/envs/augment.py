@@ -206,7 +206,6 @@ class MetaAugmentEnv(gym.Env):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
-    action_description = "augmentation policy"
     horizon = 1  # steps per episode
     test_episodes = TEST_EPISODES  # episodes of the frozen test protocol (x tasks_per_step tasks)
 
@@ -310,22 +309,7 @@ class MetaAugmentEnv(gym.Env):
 
     def policy(self, action: Any) -> torch.Tensor:
         """Check a flat action ``[op, magnitude, probability] * S`` and return it as an ``(S, 3)`` int64 table."""
-        shape = self.action_space.shape
-        what = f"an augmentation policy: {self.sub_policies} x (operation, magnitude bin, probability bin)"
-        if isinstance(action, torch.Tensor):
-            array = action.detach().cpu().numpy()
-        else:
-            array = np.asarray(action)
-        if array.dtype.kind not in "iuf":
-            raise ValueError(f"expected {what}, integers of shape {shape}; got dtype {array.dtype}")
-        if array.shape != shape:
-            raise ValueError(f"expected {what}, integers of shape {shape}; got shape {array.shape}")
-        if array.dtype.kind == "f":
-            if not np.isfinite(array).all():
-                raise ValueError(f"the {self.action_description} contains NaN or inf; expected integer bins")
-            if (array != np.round(array)).any():
-                raise ValueError(f"the {self.action_description} has non-integer entries; expected integer bins")
-        return augment.check_policy(torch.from_numpy(array.astype(np.int64)).view(self.sub_policies, 3))
+        return augment.policy_from_action(action, self.sub_policies)
 
     # --- the learner --------------------------------------------------------------------------
 

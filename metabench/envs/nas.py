@@ -327,21 +327,15 @@ class MetaNASEnv(gym.Env):
         ``fidelity=f`` scores (the recipe has no schedule that depends on the budget), which is what makes a
         fidelity study cost one training run per architecture.
         """
-        from metabench.training import TRAIN_SEED_OFFSET
+        from metabench.training import TRAIN_SEED_OFFSET, train_fixed_budget
 
         config = {**self.learner_config, "architecture": nas.to_string(architecture)}
         learner = self.learner_class(
             config_from_dict(self.learner_class, config), self.val_env.protocol, self.device, self.train_seed
         )
         generator = torch.Generator().manual_seed(self.train_seed + TRAIN_SEED_OFFSET)
-        losses: list[float] = []
-        for checkpoint in checkpoints:
-            if checkpoint < len(losses):
-                raise ValueError(f"checkpoints must increase, got {list(checkpoints)}")
-            while len(losses) < checkpoint:
-                episodes = self.train_sampler.sample(learner.config.meta_batch, generator)
-                losses.append(learner.train_step(episodes)["loss"])
-            yield checkpoint, learner, losses
+        for episodes, losses in train_fixed_budget(learner, self.train_sampler, checkpoints, generator):
+            yield episodes, learner, losses
 
     def score_val(self, learner: Learner) -> dict[str, float]:
         """The reward of a trained learner: minus its mean query loss on the env's fixed val episodes (and the
