@@ -18,3 +18,19 @@ def omniglot_dir() -> Path:
     if not (path / "images_background.npz").exists():
         pytest.fail(f"Omniglot not found in {path}; set METABENCH_DATA to the shared omniglot folder")
     return path
+
+
+@pytest.fixture
+def splits_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The splits whose class tables are read during the test, in order (``splits.class_table`` recorded)."""
+    from metabench import splits
+
+    requested: list[str] = []
+    class_table = splits.class_table
+
+    def recording(scheme: str, split: str, edition: str | None = None):
+        requested.append(split)
+        return class_table(scheme, split, edition)
+
+    monkeypatch.setattr(splits, "class_table", recording)
+    return requested

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import metabench  # noqa: F401  (registers the envs)
-from metabench import evaluation, models, nas, splits
+from metabench import evaluation, models, nas
 from metabench.envs.nas import MetaNASEnv
 from metabench.evaluation import evaluate, evaluate_checkpoint, rescore
 from metabench.search import candidate_space, load_searcher, open_loop_checkpoint, play
@@ -198,18 +198,10 @@ def test_cache_returns_identical_results_and_charges_the_simulated_cost(tmp_path
     assert other_seed_reward != first_reward  # the seed is part of the key
 
 
-def test_reward_never_reads_the_test_split(monkeypatch):
-    requested = []
-    class_table = splits.class_table
-
-    def recording(scheme: str, split: str, edition: str | None = None):
-        requested.append(split)
-        return class_table(scheme, split, edition)
-
-    monkeypatch.setattr(splits, "class_table", recording)
+def test_reward_never_reads_the_test_split(splits_read):
     env = tiny_env("oneshot")
     reward, info = play(env, SMALL_NET)
-    assert np.isfinite(reward) and sorted(set(requested)) == ["train", "val"]
+    assert np.isfinite(reward) and sorted(set(splits_read)) == ["train", "val"]
     assert "test" not in str(env.unwrapped.protocol)
 
 

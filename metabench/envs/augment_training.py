@@ -37,7 +37,6 @@ policy on a given device), so a repeated candidate costs nothing; ``reset(seed=)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 from collections.abc import Callable
@@ -50,9 +49,10 @@ from gymnasium import spaces
 
 from metabench import augment, data
 from metabench.envs.augment import DEFAULT_SUB_POLICIES
+from metabench.envs.design import DesignEnv
 from metabench.envs.omniglot import MetaOmniglotEnv
 from metabench.episodes import Episodes, OmniglotEpisodes
-from metabench.evaluation import TEST_EPISODES, episode_chunks, mean_ci95, score_tasks
+from metabench.evaluation import episode_chunks
 from metabench.learners import Learner, config_from_dict, load_learner_class
 
 LEARNER = "protonet"
@@ -65,7 +65,7 @@ VAL_SEED = 1
 AUGMENT_SEED_OFFSET = 20_000
 
 
-class MetaAugmentTrainingEnv(gym.Env):
+class MetaAugmentTrainingEnv(DesignEnv):
     """Choose the augmentation of a few-shot learner's training episodes; reward = minus its val query loss.
 
     Args:
@@ -81,8 +81,7 @@ class MetaAugmentTrainingEnv(gym.Env):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
     horizon = 1
-    test_episodes = TEST_EPISODES  # scored by test_env after train_for_test (see the module doc)
-    test_learner = LEARNER  # what the test protocol trains (metabench.evaluation: a design env)
+    test_learner = LEARNER  # a design env: the test protocol trains ProtoNets (see the module doc)
 
     def __init__(
         self,
@@ -117,7 +116,7 @@ class MetaAugmentTrainingEnv(gym.Env):
         self.device = torch.device(device)
         self.train_episodes, self.train_seed = int(train_episodes), int(train_seed)
         self.sub_policies = int(sub_policies)
-        self._task_args = (n_way, k_shot, n_query, scheme, root, preprocessing, manifest_sha256)
+        self.task_args = (n_way, k_shot, n_query, scheme, self.device, root, preprocessing, manifest_sha256)
         self.val_env = MetaOmniglotEnv(
             n_way, k_shot, n_query, "val", scheme, self.device, root, preprocessing, manifest_sha256
         )
@@ -186,7 +185,7 @@ class MetaAugmentTrainingEnv(gym.Env):
             start = time.perf_counter()
             learner, augmented = self._train(policy)
             self.cache[key] = {
-                **self._score_val(learner),
+                **self.score_val(learner),
                 "augmented_fraction": augmented,
                 "cost_seconds": time.perf_counter() - start,
             }
@@ -229,20 +228,6 @@ class MetaAugmentTrainingEnv(gym.Env):
             pass
         return learner, changed / max(total, 1)
 
-    def _score_val(self, learner: Learner) -> dict[str, float]:
-        scores = [score_tasks(learner, self.val_env, episodes) for episodes in self.val_tasks]
-        rewards, accuracies = (np.concatenate(column) for column in zip(*scores, strict=True))
-        reward, reward_ci95 = mean_ci95(rewards)
-        accuracy, accuracy_ci95 = mean_ci95(accuracies)
-        if not np.isfinite(reward):  # a diverged learner: 10x the chance loss
-            reward = -float(np.log(self.val_env.protocol["n_way"])) * 10
-        return {
-            "reward": reward,
-            "val_reward_ci95": reward_ci95,
-            "val_accuracy": accuracy,
-            "val_accuracy_ci95": accuracy_ci95,
-        }
-
     # --- the test protocol ----------------------------------------------------------------------
 
     def design(self, act: Callable[[np.ndarray], Any]) -> str:
@@ -257,21 +242,9 @@ class MetaAugmentTrainingEnv(gym.Env):
         learner, _ = self._train(augment.policy_from_action(np.array(json.loads(design)), self.sub_policies))
         return learner
 
-    @functools.cached_property
-    def test_env(self) -> MetaOmniglotEnv:
-        """The few-shot env whose test episodes score a trained learner (built on first use)."""
-        n_way, k_shot, n_query, scheme, root, preprocessing, manifests = self._task_args
-        return MetaOmniglotEnv(n_way, k_shot, n_query, "test", scheme, self.device, root, preprocessing, manifests)
-
-    @property
-    def test_recipe(self) -> dict[str, Any]:
-        """How a policy's learner is trained before its test score: part of the test protocol's record."""
-        return {
-            "learner": LEARNER,
-            "train_episodes": self.train_episodes,
-            "train_seed": self.train_seed,
-            "test_manifest_sha256": self.test_env.protocol["manifest_sha256"],
-        }
+    def recipe(self) -> dict[str, Any]:
+        """The test recipe's budget: the reward's own training (its data and shape are in ``protocol``)."""
+        return {"train_episodes": self.train_episodes}
 
     def _observation(self) -> np.ndarray:
         return np.zeros(1, dtype=np.float32)

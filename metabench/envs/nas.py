@@ -61,7 +61,6 @@ Cost: see :data:`DEFAULT_FIDELITY`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -76,8 +75,9 @@ import torch
 from gymnasium import spaces
 
 from metabench import data, nas
+from metabench.envs.design import DesignEnv
 from metabench.envs.omniglot import MetaOmniglotEnv
-from metabench.evaluation import TEST_EPISODES, episode_chunks, mean_ci95, score_tasks
+from metabench.evaluation import episode_chunks
 from metabench.learners import Learner, config_from_dict, load_learner_class
 
 MODES = ("sequential", "oneshot")
@@ -94,7 +94,7 @@ LEARNER = "protonet"
 CACHE_FORMAT = "metabench-nas-result/1"
 
 
-class MetaNASEnv(gym.Env):
+class MetaNASEnv(DesignEnv):
     """Design a few-shot learner's embedding network; reward = minus its val query loss (see the module doc).
 
     Args:
@@ -111,8 +111,7 @@ class MetaNASEnv(gym.Env):
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
-    test_episodes = TEST_EPISODES  # scored by test_env after train_for_test (see the module doc)
-    test_learner = LEARNER  # what the test protocol trains (metabench.evaluation: a design env)
+    test_learner = LEARNER  # a design env: the test protocol trains ProtoNets (see the module doc)
 
     def __init__(
         self,
@@ -146,7 +145,7 @@ class MetaNASEnv(gym.Env):
         self.test_train_episodes = int(test_train_episodes)
         self.horizon = nas.N_DECISIONS if mode == "sequential" else 1
         self.device = torch.device(device)
-        self._task_args = (n_way, k_shot, n_query, scheme, root, preprocessing, manifest_sha256)
+        self.task_args = (n_way, k_shot, n_query, scheme, self.device, root, preprocessing, manifest_sha256)
         self.val_env = MetaOmniglotEnv(
             n_way, k_shot, n_query, "val", scheme, self.device, root, preprocessing, manifest_sha256
         )
@@ -255,23 +254,9 @@ class MetaNASEnv(gym.Env):
         _, learner, _ = next(self.train(nas.parse(design), [self.test_train_episodes]))
         return learner
 
-    @functools.cached_property
-    def test_env(self) -> MetaOmniglotEnv:
-        """The few-shot env whose test episodes score a trained architecture (built on first use)."""
-        n_way, k_shot, n_query, scheme, root, preprocessing, manifest_sha256 = self._task_args
-        return MetaOmniglotEnv(
-            n_way, k_shot, n_query, "test", scheme, self.device, root, preprocessing, manifest_sha256
-        )
-
-    @property
-    def test_recipe(self) -> dict[str, Any]:
-        """How a design is trained before its test score: part of the test protocol's record."""
-        return {
-            "learner": LEARNER,
-            "train_episodes": self.test_train_episodes,
-            "train_seed": self.train_seed,
-            "test_manifest_sha256": self.test_env.protocol["manifest_sha256"],
-        }
+    def recipe(self) -> dict[str, Any]:
+        """The test recipe's budget: ``test_train_episodes`` of the reward's training."""
+        return {"train_episodes": self.test_train_episodes}
 
     # --- scoring ------------------------------------------------------------------------------
 
@@ -336,22 +321,6 @@ class MetaNASEnv(gym.Env):
         generator = torch.Generator().manual_seed(self.train_seed + TRAIN_SEED_OFFSET)
         for episodes, losses in train_fixed_budget(learner, self.train_sampler, checkpoints, generator):
             yield episodes, learner, losses
-
-    def score_val(self, learner: Learner) -> dict[str, float]:
-        """The reward of a trained learner: minus its mean query loss on the env's fixed val episodes (and the
-        accuracy, with 95% CIs); a diverged network scores 10x the chance loss."""
-        scores = [score_tasks(learner, self.val_env, episodes) for episodes in self.val_tasks]
-        rewards, accuracies = (np.concatenate(column) for column in zip(*scores, strict=True))
-        reward, reward_ci95 = mean_ci95(rewards)
-        accuracy, accuracy_ci95 = mean_ci95(accuracies)
-        if not np.isfinite(reward):
-            reward = -float(np.log(self.val_env.protocol["n_way"])) * 10
-        return {
-            "reward": reward,
-            "val_reward_ci95": reward_ci95,
-            "val_accuracy": accuracy,
-            "val_accuracy_ci95": accuracy_ci95,
-        }
 
     def _train_and_score(self, architecture: nas.Architecture) -> dict[str, Any]:
         """Meta-train ProtoNets with the architecture for ``fidelity`` episodes and score the val episodes."""
