@@ -1,6 +1,6 @@
 """MetaNAS fidelity study: does the env's reward at a fidelity rank architectures as their test accuracy does?
 
-    python benchmarks/nas_fidelity.py run [--random 20] [--workers 2]     # train and score (resumable)
+    python benchmarks/nas_fidelity.py run [--random 19] [--workers 2]     # train and score (resumable)
     python benchmarks/nas_fidelity.py report                              # Kendall tau table and plot
 
 ``run``: for Conv-4, the best architecture of each method of the earlier searches (``results/nas/search``) and
@@ -72,17 +72,19 @@ class FidelityWorker:
 
 
 def architectures(random: int) -> dict[str, list[int]]:
-    """Conv-4, each search method's best architecture (``results/nas/search``), then ``random`` seeded draws."""
+    """Conv-4, each search method's best architecture (``results/nas/search``), then ``random`` seeded draws
+    (``uniform-0``, ``uniform-1``, ...; a draw already chosen is skipped)."""
     chosen = {"conv4": [int(v) for v in nas.encode(nas.CONV4)]}
     for method in ("random", "evolution", "reinforce"):  # each method's best run (by its search reward)
         runs = [json.loads(path.read_text()) for path in (RESULTS.parent / "search" / method).glob("*/best.json")]
         best = max(runs, key=lambda run: run["best_reward"])
         chosen[f"{method}-winner-seed{best['seed']}"] = [int(v) for v in best["best_candidate"]]
-    rng = np.random.default_rng(0)
-    while sum(name.startswith("random") for name in chosen) < random:
+    rng, drawn = np.random.default_rng(0), 0
+    while drawn < random:
         decisions = [int(v) for v in rng.integers(nas.CHOICES, size=nas.N_DECISIONS)]
         if decisions not in chosen.values():
-            chosen[f"random-{sum(name.startswith('random') for name in chosen)}"] = decisions
+            chosen[f"uniform-{drawn}"] = decisions
+            drawn += 1
     return chosen
 
 
@@ -152,7 +154,8 @@ def report(args: argparse.Namespace) -> None:
         for i, row in enumerate(rows)
     }
     result = {
-        "command": "python benchmarks/nas_fidelity.py run && python benchmarks/nas_fidelity.py report",
+        "command": "python benchmarks/nas_fidelity.py run --random 19 --workers 2; "
+        "python benchmarks/nas_fidelity.py report",
         "env_id": ENV_ID,
         "test_protocol": f"ProtoNets, {TEST_TRAIN_EPISODES} episodes of the env's recipe, {TEST_ENV_ID} test episodes",
         "architectures": len(records),
@@ -214,7 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run")
-    run_parser.add_argument("--random", type=int, default=20)
+    run_parser.add_argument("--random", type=int, default=19)
     run_parser.add_argument("--workers", type=int, default=2)
     run_parser.set_defaults(func=run)
     commands.add_parser("report").set_defaults(func=report)
