@@ -9,6 +9,9 @@ Fixed candidates (open-loop agents, :class:`metabench.search.OpenLoop`), for S s
   chosen a priori (not tuned on any split) from what handwriting tolerates: rotation 9 degrees,
   horizontal and vertical shear 0.09, zoom 1.3^0.3 = 1.08, elastic distortion of 0.75 px RMS
   (magnitude bins 2, 2, 2, 2, 4 of :mod:`metabench.augment`; one sub-policy each).
+* ``strong-geometric``: the same operations at about 2.5x those magnitudes (rotation 18 degrees, shears
+  0.18, zoom 1.3^0.6, elastic 1.35 px RMS), every copy: ``benchmarks/augment_headroom.py``'s ``strong``
+  policy (chosen a priori) without its two translation sub-policies, which the env's 5 do not hold.
 
 Selection (``select``): the searches' best candidates (the top ``--top`` distinct candidates of each
 run by search reward) and any PPO agents' deterministic policies are re-scored on one larger fixed
@@ -73,10 +76,26 @@ def hand_written(sub_policies: int = DEFAULT_SUB_POLICIES) -> np.ndarray:
     return np.array([(augment.OPS.index(op), magnitude, p) for op, magnitude, p in rows], dtype=np.int64).ravel()
 
 
+STRONG_GEOMETRIC = (  # HAND_WRITTEN's operations at about 2.5x its magnitudes
+    ("rotate", 5, 10),
+    ("shear_x", 5, 10),
+    ("shear_y", 5, 10),
+    ("scale", 5, 10),
+    ("elastic", 8, 10),
+)
+
+
+def strong_geometric(sub_policies: int = DEFAULT_SUB_POLICIES) -> np.ndarray:
+    """:data:`STRONG_GEOMETRIC`, cycled to ``sub_policies`` rows."""
+    rows = [STRONG_GEOMETRIC[i % len(STRONG_GEOMETRIC)] for i in range(sub_policies)]
+    return np.array([(augment.OPS.index(op), magnitude, p) for op, magnitude, p in rows], dtype=np.int64).ravel()
+
+
 FIXED: dict[str, Callable[[int], np.ndarray]] = {
     "no-augmentation": no_augmentation,
     "random": random_policy,
     "hand-written": hand_written,
+    "strong-geometric": strong_geometric,
 }
 
 
