@@ -63,14 +63,17 @@ SINUSOID = ["MetaSinusoid-5shot-v0", "MetaSinusoid-10shot-v0", "MetaOptimizer-Si
 
 def test_ids_are_versioned_and_listed():
     v1 = [env_id.replace("-v0", "-v1") for env_id in OMNIGLOT_BASED_V0] + NEW_IN_V1
-    assert sorted(metabench.ENV_IDS) == sorted(OMNIGLOT_BASED_V0 + v1 + SINUSOID)
-    assert len(metabench.ENV_IDS) == len(set(metabench.ENV_IDS)) == 23
-    assert metabench.envs.DEPRECATED_IDS == set(OMNIGLOT_BASED_V0)  # the sinusoid envs have only v0, still current
+    v2 = ["MetaAugment-Omniglot-5w1s-v2"]  # the policy augments the training episodes (v1: the support set)
+    assert sorted(metabench.ENV_IDS) == sorted(OMNIGLOT_BASED_V0 + v1 + v2 + SINUSOID)
+    assert len(metabench.ENV_IDS) == len(set(metabench.ENV_IDS)) == 24
+    # the sinusoid envs have only v0, still current
+    assert metabench.envs.DEPRECATED_IDS == {*OMNIGLOT_BASED_V0, "MetaAugment-Omniglot-5w1s-v1"}
     for env_id in metabench.ENV_IDS:
         namespace, name, _ = parse_env_id(env_id)
         assert env_id in gym.registry and namespace is None
-        # an unversioned id resolves to the highest version: 1 for every Omniglot-based env
-        assert find_highest_version(None, name) == (1 if "Omniglot" in name else 0)
+        # an unversioned id resolves to the highest version: 1 for every Omniglot-based env, 2 for MetaAugment 5w1s
+        highest = 2 if name == "MetaAugment-Omniglot-5w1s" else 1 if "Omniglot" in name else 0
+        assert find_highest_version(None, name) == highest
     assert gym.make("MetaOmniglot-5w1s").spec.id == "MetaOmniglot-5w1s-v1"
     assert gym.make("MetaSinusoid-5shot").spec.id == "MetaSinusoid-5shot-v0"
     with pytest.raises(gym.error.NameNotFound):
