@@ -468,10 +468,10 @@ def rescore(
     """The records of test episodes ``episodes`` (indices into the protocol's list) alone, exactly as
     :func:`evaluate` wrote them: what a spot check of a stored result re-runs.
 
-    Few-shot envs draw the seeded list up to the last index (cheap) and score every ``CHUNK`` of tasks
-    that holds a chosen episode as :func:`evaluate` does (a task's scores can depend on the batch it is
-    computed in, in their last bits), keeping the chosen ones; multi-step envs reset straight to episode
-    ``i``'s seed.
+    Few-shot envs draw the seeded list up to the end of the chunk holding the last index (cheap) and
+    score every ``CHUNK`` of tasks that holds a chosen episode as :func:`evaluate` does (a task's scores
+    can depend on the batch it is computed in, in their last bits), keeping the chosen ones; multi-step
+    envs reset straight to episode ``i``'s seed.
     """
     device = torch.device(device) if device is not None else learner.device
     env, _ = scored_env(make_env(env_id, split="test", device=device))
@@ -483,9 +483,9 @@ def rescore(
     rewards: dict[int, float] = {}
     accuracies: dict[int, float] = {}
     if isinstance(env, TaskEnv):
-        for start, chunk in zip(
-            range(0, wanted[-1] + 1, CHUNK), episode_chunks(env, wanted[-1] + 1, seed), strict=True
-        ):
+        # whole chunks, as evaluate drew them: a shorter last draw would give other tasks
+        drawn = min(protocol_episodes(env), (wanted[-1] // CHUNK + 1) * CHUNK)
+        for start, chunk in zip(range(0, drawn, CHUNK), episode_chunks(env, drawn, seed), strict=True):
             picked = [i for i in wanted if start <= i < start + len(chunk)]
             if picked:
                 reward, accuracy = score_tasks(learner, env, chunk)

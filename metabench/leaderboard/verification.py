@@ -174,7 +174,8 @@ def spot_check_episodes(entry: Entry, tasks: int = SPOT_CHECK_TASKS) -> list[int
     ``entry.json`` content (which hashes every file), so they differ per entry and move with any edit."""
     protocol = entry.summary.protocol
     total = int(protocol["episodes"])
-    batched = entry.env_id.startswith(("MetaOmniglot-", "MetaSinusoid-"))
+    # few-shot boards, and design boards (MetaNAS) whose trained learner is scored on a few-shot env
+    batched = entry.env_id.startswith(("MetaOmniglot-", "MetaSinusoid-")) or "test_recipe" in protocol
     size = CHUNK if batched else 1
     units = -(-total // size)
     wanted = -(-tasks // (size * int(protocol.get("tasks_per_step", 1))))
