@@ -70,10 +70,15 @@ def random_policy(sub_policies: int = DEFAULT_SUB_POLICIES, seed: int = RANDOM_P
     return np.random.default_rng(seed).integers(0, sizes)
 
 
+def cycled(rows: tuple[tuple[str, int, int], ...], sub_policies: int) -> np.ndarray:
+    """The flat action of ``(operation name, magnitude bin, probability bin)`` rows, cycled to ``sub_policies``."""
+    picked = [rows[i % len(rows)] for i in range(sub_policies)]
+    return np.array([(augment.OPS.index(op), magnitude, p) for op, magnitude, p in picked], dtype=np.int64).ravel()
+
+
 def hand_written(sub_policies: int = DEFAULT_SUB_POLICIES) -> np.ndarray:
     """:data:`HAND_WRITTEN`, cycled to ``sub_policies`` rows."""
-    rows = [HAND_WRITTEN[i % len(HAND_WRITTEN)] for i in range(sub_policies)]
-    return np.array([(augment.OPS.index(op), magnitude, p) for op, magnitude, p in rows], dtype=np.int64).ravel()
+    return cycled(HAND_WRITTEN, sub_policies)
 
 
 STRONG_GEOMETRIC = (  # HAND_WRITTEN's operations at about 2.5x its magnitudes
@@ -87,8 +92,7 @@ STRONG_GEOMETRIC = (  # HAND_WRITTEN's operations at about 2.5x its magnitudes
 
 def strong_geometric(sub_policies: int = DEFAULT_SUB_POLICIES) -> np.ndarray:
     """:data:`STRONG_GEOMETRIC`, cycled to ``sub_policies`` rows."""
-    rows = [STRONG_GEOMETRIC[i % len(STRONG_GEOMETRIC)] for i in range(sub_policies)]
-    return np.array([(augment.OPS.index(op), magnitude, p) for op, magnitude, p in rows], dtype=np.int64).ravel()
+    return cycled(STRONG_GEOMETRIC, sub_policies)
 
 
 FIXED: dict[str, Callable[[int], np.ndarray]] = {

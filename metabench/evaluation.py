@@ -175,14 +175,14 @@ def evaluate(
     """
     device = torch.device(device) if device is not None else learner.device
     env_kwargs = check_env_kwargs(env_kwargs)
-    design_env = make_env(env_id, split=split, device=device, **env_kwargs)
-    n_episodes = protocol_episodes(design_env) if n_episodes is None else n_episodes
+    made = make_env(env_id, split=split, device=device, **env_kwargs)
+    n_episodes = protocol_episodes(made) if n_episodes is None else n_episodes
     if n_episodes < 1:
-        raise ValueError(f"{env_id} has no test protocol ({type(design_env).__name__}.test_episodes = 0); see its docs")
-    env, protocol = scored_env(design_env)
-    if env is not design_env and learner.name != design_env.test_learner:
+        raise ValueError(f"{env_id} has no test protocol ({type(made).__name__}.test_episodes = 0); see its docs")
+    env, protocol = scored_env(made)
+    if env is not made and learner.name != made.test_learner:
         raise ValueError(
-            f"{env_id} scores the {design_env.test_learner} its agent's design trains, not a {learner.name}: "
+            f"{env_id} scores the {made.test_learner} its agent's design trains, not a {learner.name}: "
             "`metabench evaluate` on the agent's checkpoint trains the design first"
         )
     if device.type == "cuda":
