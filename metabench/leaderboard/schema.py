@@ -37,8 +37,10 @@ MAX_TEST_RUNS_BYTES = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 32
 SUMMARY_REL_TOL = 1e-9
 #: Verification tolerances: re-run rewards may differ by float rounding across devices, and an
-#: episode's accuracy by one query (a near-tie argmax) in at most 1% of the episodes.
-REWARD_ATOL, REWARD_RTOL = 1e-4, 1e-4
+#: episode's accuracy by one query (a near-tie argmax) in at most 1% of the episodes. The relative part
+#: covers run-to-run rounding on one CPU: a MetaAugment v2 ProtoNets entry re-scored its episode 709
+#: (reward -1.4156) 5.4e-4 away, 3.8e-4 relative, in about 1 of 10 processes.
+REWARD_ATOL, REWARD_RTOL = 1e-4, 5e-4
 #: Re-running on another device type (a GPU entry verified on CPU) accumulates more rounding through
 #: inner loops and batch norm: measured up to 8e-4 per episode for MAML trained on an H100.
 CROSS_DEVICE_REWARD_ATOL = 2e-3
