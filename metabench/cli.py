@@ -117,6 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_interval=args.val_interval,
         val_episodes=args.val_episodes,
         time_budget=args.time_budget,
+        patience=args.patience,
         command=shlex.join(["metabench", *args.argv]),
         env_kwargs=parse_key_values(args.env_kwargs, "--env-kwargs"),
     )
@@ -330,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run folder (default: runs/AGENT-ENV)")
     train.add_argument("--val-interval", type=int, default=500, help="iterations between validations")
     train.add_argument("--val-episodes", type=int, default=200, help="val episodes per validation")
+    train.add_argument(
+        "--patience",
+        type=int,
+        help="early stopping: stop after this many validations without a better val reward, keeping the best "
+        "in best.pt (Prototypical Networks: 200 validations of 100 episodes, every 100 iterations)",
+    )
     train.add_argument(
         "--config",
         nargs="*",

@@ -9,14 +9,21 @@ runs ``learner.train_step`` on each, scores a fixed, seeded list of ``val`` epis
   the same command resumes from it; the resumed run continues exactly as an uninterrupted one would.
   A resume keeps the checkpoint's hyperparameters and seed: giving other ones is refused.
   SIGINT/SIGTERM save a checkpoint, then raise :class:`TrainingInterrupted`.
-* ``log.csv`` — one row per validation: iteration, wall time, training and validation metrics.
+* ``best.pt`` — with ``patience`` (early stopping), the inference-only checkpoint of the best validation so
+  far (parameters without optimizer state): what a run stopped early is scored from.
+* ``log.csv`` — one row per validation (the first at iteration 0): iteration, wall and CPU seconds,
+  training and validation metrics.
 * ``curve.png`` — the learning curve.
+
+Every call of :func:`train` on a run folder is a *slice*; the checkpoint lists each slice's iterations,
+wall and CPU seconds, threads and machine, so a run resumed across machines says where its time went.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import signal
 import threading
 import time
@@ -134,11 +141,23 @@ def build_learner(
     return learner_class(config_from_dict(learner_class, values), task, device, seed)
 
 
+OPTIMIZER_STATE_KEYS = ("optimizer", "scheduler")
+"""Top-level keys of a learner's state that only training needs: an inference-only checkpoint leaves them out."""
+
+
+def inference_state(learner: Learner) -> dict[str, Any]:
+    """``learner.state_dict()`` without optimizer and scheduler state: all that scoring needs, a third of the size
+    of a Conv-4 learner's full state under Adam."""
+    return {key: value for key, value in learner.state_dict().items() if key not in OPTIMIZER_STATE_KEYS}
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", agent: str | None = None
 ) -> tuple[Learner, dict[str, Any]]:
     """Load a checkpoint safely (``weights_only=True``) and rebuild its learner on ``device``: the class ``agent``
-    (a registered name or ``"module:Class"``) if given, else the one the checkpoint's ``agent_reference`` finds."""
+    (a registered name or ``"module:Class"``) if given, else the one the checkpoint's ``agent_reference`` finds.
+
+    An inference-only checkpoint (``"inference_only": True``, e.g. a run's ``best.pt``) gets a fresh optimizer."""
     path = Path(path)
     resolve_device(device)
     if not path.is_file():
@@ -160,7 +179,10 @@ def load_checkpoint(
         checkpoint["seed"],
         checkpoint.get("env_kwargs"),
     )
-    learner.load_state_dict(checkpoint["learner"])
+    state = checkpoint["learner"]
+    if checkpoint.get("inference_only"):
+        state = {**learner.state_dict(), **state}
+    learner.load_state_dict(state)
     return learner, checkpoint
 
 
@@ -283,6 +305,7 @@ def train(
     val_episodes: int = 200,
     checkpoint_interval: int | None = None,
     time_budget: float | None = None,
+    patience: int | None = None,
     progress: bool = True,
     command: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
@@ -297,14 +320,26 @@ def train(
     annealed step size span the run they are in. ``env_kwargs`` are env arguments (e.g.
     ``{"scheme": "lake"}``) for the training, validation and test envs; they are stored in the checkpoint.
 
+    A new run validates at iteration 0, then every ``val_interval`` iterations and at its end. ``patience``
+    turns on early stopping, as Prototypical Networks' code does: the run keeps the best validation so far
+    (highest val reward, i.e. lowest val query loss) in ``best.pt`` and stops once ``patience`` validations in
+    a row have not improved on it. Patience is a setting of the run, kept by a resume.
+
     ``seed`` (default 0) seeds a new run. An existing checkpoint in ``out_dir`` for the same learner and env
     is resumed with its own hyperparameters, seed and env arguments: ``config`` and ``seed`` may repeat them
     or be left out, and any other value is refused (:func:`check_resume`), as is a different learner, env or
-    ``env_kwargs``. The recorded wall time is the total over all calls. ``command`` (the command line that
-    started the run) is recorded in the checkpoint's training block. SIGINT/SIGTERM end the run after the
+    ``env_kwargs``. The recorded wall and CPU seconds are totals over all calls. ``command`` (the command line
+    that started the run) is recorded in the checkpoint's training block. SIGINT/SIGTERM end the run after the
     current step: the checkpoint is saved, then :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised.
     """
     resolve_device(device)
+    for option, value in (("iterations", iterations), ("val_interval", val_interval), ("val_episodes", val_episodes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{option} must be a positive integer, got {value!r}")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be a positive integer (validations without improvement), got {patience!r}")
+    if time_budget is not None and not (0 < time_budget < float("inf")):
+        raise ValueError(f"time_budget must be a positive, finite number of seconds, got {time_budget!r}")
     rank, ranks = distributed.start(device)  # torchrun: data-parallel over ranks (metabench.distributed)
     out = Path(out_dir)
     path = out / "checkpoint.pt"
@@ -319,18 +354,28 @@ def train(
         if state.get("env_kwargs", {}) != check_env_kwargs(env_kwargs):
             raise ValueError(f"{path} was trained with env arguments {state.get('env_kwargs', {})}, not {env_kwargs}")
         check_resume(type(learner), state, config, seed, f"the run in {out}")
+        stopping = state.get("early_stopping")
+        stored_patience = None if stopping is None else stopping["patience"]
+        if patience is not None and patience != stored_patience:
+            raise ValueError(f"cannot resume the run in {out} with patience={patience} (checkpoint: {stored_patience})")
         generator = torch.Generator().manual_seed(0)
         generator.set_state(state["generator"].cpu())
-        iteration, history, elapsed = state["iteration"], state["history"], state["training"]["wall_seconds"]
+        iteration, history = state["iteration"], state["history"]
+        elapsed, cpu = state["training"]["wall_seconds"], state["training"].get("cpu_seconds", 0.0)
+        slices = state["training"].get("slices", [])
     else:
         seed = 0 if seed is None else seed
         learner = build_learner(name, env_id, config, device, seed, env_kwargs)
         generator = torch.Generator().manual_seed(seed + TRAIN_SEED_OFFSET)
-        iteration, history, elapsed = 0, [], 0.0
+        iteration, history, elapsed, cpu, slices = 0, [], 0.0, 0.0, []
+        stopping = None if patience is None else {"patience": patience, "best_iteration": None, "stopped": False}
     out.mkdir(parents=True, exist_ok=True)  # once the settings are accepted: a refused run leaves no folder
+    stopped = stopping is not None and stopping["stopped"]
     if iteration:
         more = f"; this call trains for up to {time_budget:g} s more" if time_budget is not None else ""
         done = "" if iteration < iterations else ": nothing left to train (raise iterations to continue)"
+        if stopped:
+            done = f": stopped early (best validation at iteration {stopping['best_iteration']}), nothing left to train"
         tqdm.write(
             f"resuming from iteration {iteration} (of {iterations}), {elapsed:.0f} s of training so far{more}{done}"
         )
@@ -342,32 +387,85 @@ def train(
             raise ValueError(f"meta_batch {meta_batch} does not split over {ranks} ranks")
         distributed.average_gradients(learner)
         progress = progress and rank == 0
+    this_slice = {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": device_name(device),
+        "torch": str(torch.__version__),
+        "threads": torch.get_num_threads(),
+        "ranks": ranks,
+        "start_iteration": iteration,
+        **({"command": command} if command else {}),
+    }
+    slice_wall, slice_cpu = time.perf_counter(), time.process_time()
 
-    def save() -> None:
-        save_atomic(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "agent": learner.name,
-                "agent_reference": learner_reference(type(learner)),
-                "env_id": env_id,
-                "env_kwargs": env_kwargs,
-                "config": dataclasses.asdict(learner.config),
-                "seed": learner.seed,
-                "iteration": iteration,
-                "learner": learner.state_dict(),
-                "generator": generator.get_state(),
-                "history": history,
-                "training": {
-                    "wall_seconds": elapsed,
-                    "meta_batch": meta_batch,
-                    "episodes_seen": iteration * meta_batch,
-                    "device": str(torch.device(device)),
-                    "device_name": device_name(device),
-                    **({"command": command} if command else {}),
-                },
+    def content(inference_only: bool = False) -> dict[str, Any]:
+        slice_now = {
+            **this_slice,
+            "end_iteration": iteration,
+            "wall_seconds": round(time.perf_counter() - slice_wall, 2),
+            "cpu_seconds": round(time.process_time() - slice_cpu, 2),
+        }
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "agent": learner.name,
+            "agent_reference": learner_reference(type(learner)),
+            "env_id": env_id,
+            "env_kwargs": env_kwargs,
+            "config": dataclasses.asdict(learner.config),
+            "seed": learner.seed,
+            "iteration": iteration,
+            "learner": inference_state(learner) if inference_only else learner.state_dict(),
+            **({"inference_only": True} if inference_only else {"generator": generator.get_state()}),
+            "history": history,
+            **({"early_stopping": stopping} if stopping is not None else {}),
+            "training": {
+                "wall_seconds": elapsed,
+                "cpu_seconds": cpu,
+                "meta_batch": meta_batch,
+                "episodes_seen": iteration * meta_batch,
+                "device": str(torch.device(device)),
+                "device_name": device_name(device),
+                "slices": [*slices, slice_now],
+                **({"command": command} if command else {}),
             },
-            path,
+        }
+
+    def validate(train_losses: list[float], bar: tqdm) -> None:
+        """Score the fixed val episodes, log a row, and keep the best so far (early stopping)."""
+        nonlocal stopped
+        summary, _ = evaluate(
+            learner, env_id, split="val", n_episodes=val_episodes, seed=VAL_SEED, progress=False, env_kwargs=env_kwargs
         )
+        results = summary["results"]
+        row: dict[str, Any] = {
+            "iteration": iteration,
+            "episodes": iteration * meta_batch,
+            "wall_seconds": round(elapsed, 2),
+            "cpu_seconds": round(cpu, 2),
+            "train_loss": sum(train_losses) / len(train_losses) if train_losses else float("nan"),
+        }
+        for key in ("accuracy", "reward"):
+            if f"{key}_mean" in results:
+                row[f"val_{key}"] = results[f"{key}_mean"]
+                row[f"val_{key}_ci95"] = results[f"{key}_ci95"]
+        history.append(row)
+        if stopping is not None:
+            best = next((old for old in history if old["iteration"] == stopping["best_iteration"]), None)
+            if best is None or row["val_reward"] > best["val_reward"]:
+                stopping["best_iteration"] = iteration
+                save_atomic(content(inference_only=True), out / "best.pt")
+            since_best = sum(old["iteration"] > stopping["best_iteration"] for old in history)
+            stopped = stopping["stopped"] = since_best >= stopping["patience"]
+            row["validations_since_best"] = since_best
+        bar.write(
+            " ".join(
+                f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in row.items()
+            )
+        )
+        if "val_accuracy" in row:
+            bar.set_postfix({"val_accuracy": f"{row['val_accuracy']:.4f}"}, refresh=False)
+        write_csv(history, out / "log.csv")
+        plot_curve(history, out / "curve.png", f"{learner.name} on {env_id}")
 
     interrupted = False
 
@@ -383,18 +481,24 @@ def train(
         with progress_bar(
             iterations, iteration, time_budget, f"train {learner.name} on {env_id}", disable=not progress
         ) as bar:
+            if not history and rank == 0:
+                validate([], bar)
+                save_atomic(content(), path)
             while not distributed.agree(
-                iteration >= iterations or interrupted or (budget_end is not None and elapsed >= budget_end)
+                iteration >= iterations or interrupted or stopped or (budget_end is not None and elapsed >= budget_end)
             ):
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 learner.progress = max(iteration / iterations, 0.0 if budget_end is None else elapsed / budget_end)
                 episodes = sampler.sample(meta_batch, generator)  # the same draw on every rank
                 metrics = learner.train_step(distributed.shard(episodes, rank, ranks))
                 seconds = time.perf_counter() - start
                 elapsed += seconds
+                cpu += time.process_time() - start_cpu
                 iteration += 1
                 window.append(metrics["loss"])
                 postfix = {key: f"{value:.4f}" for key, value in metrics.items()}
+                if history and "val_accuracy" in history[-1]:
+                    postfix["val_accuracy"] = f"{history[-1]['val_accuracy']:.4f}"
                 if time_budget is None:
                     bar.update(1)
                 else:
@@ -405,39 +509,12 @@ def train(
                 if rank > 0:  # rank 0 validates, logs and saves
                     continue
                 if iteration % val_interval == 0 or last:
-                    summary, _ = evaluate(
-                        learner,
-                        env_id,
-                        split="val",
-                        n_episodes=val_episodes,
-                        seed=VAL_SEED,
-                        progress=False,
-                        env_kwargs=env_kwargs,
-                    )
-                    results = summary["results"]
-                    row = {
-                        "iteration": iteration,
-                        "wall_seconds": round(elapsed, 2),
-                        "train_loss": sum(window) / len(window),
-                    }
-                    for key in ("accuracy", "reward"):
-                        if f"{key}_mean" in results:
-                            row[f"val_{key}"] = results[f"{key}_mean"]
-                            row[f"val_{key}_ci95"] = results[f"{key}_ci95"]
-                    history.append(row)
+                    validate(window, bar)
                     window = []
-                    bar.write(
-                        " ".join(
-                            f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
-                            for key, value in row.items()
-                        )
-                    )
-                    write_csv(history, out / "log.csv")
-                    plot_curve(history, out / "curve.png", f"{learner.name} on {env_id}")
-                if iteration % checkpoint_interval == 0 or last:
-                    save()
+                if iteration % checkpoint_interval == 0 or last or stopped:
+                    save_atomic(content(), path)
         if rank == 0 and (interrupted or iteration % checkpoint_interval):
-            save()
+            save_atomic(content(), path)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

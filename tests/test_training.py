@@ -65,7 +65,8 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path):
         row["val_accuracy"] for row in checkpoint_b["history"]
     ]
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
-    assert log[0].startswith("iteration,wall_seconds,train_loss,val_accuracy") and len(log) == 3
+    assert log[0].startswith("iteration,episodes,wall_seconds,cpu_seconds,train_loss,val_accuracy")
+    assert [line.split(",")[0] for line in log[1:]] == ["0", "3", "6"]  # a validation at iteration 0
     assert (tmp_path / "b" / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
