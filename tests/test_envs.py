@@ -57,15 +57,15 @@ OMNIGLOT_BASED_V0 = [
     "MetaNAS-Omniglot-5w1s-v0",
     "MetaNAS-Omniglot-20w1s-v0",
 ]
-NEW_IN_V1 = ["MetaOmniglot-Lake-20w1s-v1", "MetaOmniglot-LakeWithinAlphabet-20w1s-v1"]
-SINUSOID = ["MetaSinusoid-5shot-v0", "MetaSinusoid-10shot-v0", "MetaOptimizer-Sinusoid-v0"]
+NEW_IN_V1 = ["MetaOmniglot-Lake-20w1s-v1", "MetaOmniglot-LakeWithinAlphabet-20w1s-v1", "MetaReweight-Omniglot-5w10s-v1"]
+SINUSOID = ["MetaSinusoid-5shot-v0", "MetaSinusoid-10shot-v0", "MetaOptimizer-Sinusoid-v0", "MetaReweight-Sinusoid-v0"]
 
 
 def test_ids_are_versioned_and_listed():
     v1 = [env_id.replace("-v0", "-v1") for env_id in OMNIGLOT_BASED_V0] + NEW_IN_V1
     v2 = ["MetaAugment-Omniglot-5w1s-v2"]  # the policy augments the training episodes (v1: the support set)
     assert sorted(metabench.ENV_IDS) == sorted(OMNIGLOT_BASED_V0 + v1 + v2 + SINUSOID)
-    assert len(metabench.ENV_IDS) == len(set(metabench.ENV_IDS)) == 24
+    assert len(metabench.ENV_IDS) == len(set(metabench.ENV_IDS)) == 26
     # the sinusoid envs have only v0, still current
     assert metabench.envs.DEPRECATED_IDS == {*OMNIGLOT_BASED_V0, "MetaAugment-Omniglot-5w1s-v1"}
     for env_id in metabench.ENV_IDS:

@@ -20,6 +20,7 @@ from metabench.envs.augment_training import VAL_EPISODES as AUGMENT_VAL_EPISODES
 from metabench.envs.nas import DEFAULT_FIDELITY, DEFAULT_VAL_EPISODES, TEST_TRAIN_EPISODES, MetaNASEnv
 from metabench.envs.omniglot import MetaOmniglotEnv, MetaOmniglotVectorEnv
 from metabench.envs.optimizer import MetaOptimizerEnv
+from metabench.envs.reweight import MetaReweightEnv
 from metabench.envs.sinusoid import MetaSinusoidEnv, MetaSinusoidVectorEnv
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "MetaOmniglotEnv",
     "MetaOmniglotVectorEnv",
     "MetaOptimizerEnv",
+    "MetaReweightEnv",
     "MetaSinusoidEnv",
     "MetaSinusoidVectorEnv",
 ]
@@ -201,6 +203,28 @@ _register(
         "manifest_sha256": OMNIGLOT_V1_MANIFESTS,
     },
 )
+# MetaReweight: the agent weights every training example of a task with 40% symmetric label noise, T = 10 SGD steps
+_register(
+    "MetaReweight-Omniglot-5w10s-v1",
+    "metabench.envs.reweight:MetaReweightEnv",
+    None,
+    {
+        "task": "omniglot",
+        "noise": "symmetric",
+        "noise_rate": 0.4,
+        "steps": 10,
+        "lr": 0.1,
+        "trusted_shots": 1,
+        "init_seed": 0,
+        "n_way": 5,
+        "k_shot": 10,
+        "n_query": 5,
+        "split": "train",
+        "scheme": "vinyals",
+        "preprocessing": OMNIGLOT_VERSIONS[1]["preprocessing"],
+        "manifest_sha256": OMNIGLOT_V1_MANIFESTS,
+    },
+)
 for k_shot in SINUSOID_SHOTS:
     _register(
         f"MetaSinusoid-{k_shot}shot-v0",
@@ -213,6 +237,22 @@ _register(
     "metabench.envs.optimizer:MetaOptimizerEnv",
     None,
     {"task": "sinusoid", "steps": 10, "reward_mode": "final", "init_seed": 0, "k_shot": 10, "n_query": 10},
+)
+_register(
+    "MetaReweight-Sinusoid-v0",
+    "metabench.envs.reweight:MetaReweightEnv",
+    None,
+    {
+        "task": "sinusoid",
+        "noise": "uniform",
+        "noise_rate": 0.4,
+        "steps": 100,
+        "lr": 0.03,
+        "trusted_shots": 5,
+        "init_seed": 0,
+        "k_shot": 40,
+        "n_query": 50,
+    },
 )
 
 

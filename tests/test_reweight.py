@@ -1,0 +1,180 @@
+"""MetaReweight envs: the agent weights every training example of a noisy-label task; reward = minus the clean
+query loss after T steps."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import metabench  # noqa: F401  (registers the envs)
+from metabench.envs.reweight import MetaReweightEnv
+
+
+def tiny(task: str = "sinusoid", **kwargs) -> MetaReweightEnv:
+    """A few steps on a small task (Omniglot: 5-way, 2 training drawings per class)."""
+    if task == "omniglot":
+        return MetaReweightEnv("omniglot", steps=2, k_shot=2, n_query=2, **kwargs)
+    return MetaReweightEnv("sinusoid", steps=kwargs.pop("steps", 5), **kwargs)
+
+
+def play(env: MetaReweightEnv, seed: int, weights) -> tuple[list[np.ndarray], list[float], dict]:
+    """An episode with a fixed weight vector or a function of the observation."""
+    observation, _ = env.reset(seed=seed)
+    observations, rewards, terminated, info = [observation], [], False, {}
+    while not terminated:
+        action = weights(observation) if callable(weights) else weights
+        observation, reward, terminated, truncated, info = env.step(action)
+        assert not truncated
+        observations.append(observation)
+        rewards.append(reward)
+    return observations, rewards, info
+
+
+@pytest.mark.parametrize("env_id", ["MetaReweight-Sinusoid-v0", "MetaReweight-Omniglot-5w10s-v1"])
+def test_registered_envs_pass_the_checker_and_record_the_noise(env_id):
+    env = gym.make(env_id).unwrapped
+    check_env(env, skip_render_check=True)
+    assert env.protocol["noise_rate"] == 0.4 and env.protocol["noise"] in ("symmetric", "uniform")
+    assert env.observation_space.shape == (env.n, len(env.feature_names))
+    assert env.action_space.shape == (env.n,)
+
+
+@pytest.mark.parametrize("task", ["sinusoid", "omniglot"])
+def test_same_seed_same_task_and_corruption_bit_for_bit(task):
+    env, other = tiny(task), tiny(task)
+    env.reset(seed=3)
+    other.reset(seed=3)
+    for name in ("support_inputs", "support_targets", "query_inputs", "query_targets"):
+        assert torch.equal(getattr(env.tasks, name), getattr(other.tasks, name))
+    assert torch.equal(env.corrupted, other.corrupted)
+    assert int(env.corrupted.sum()) == round(0.4 * env.n)  # an exact fraction, not a binomial draw
+    first = env.corrupted.clone()
+    env.reset(seed=4)
+    assert not torch.equal(env.corrupted, first)
+    rewards = [play(e, 3, np.ones(e.n, np.float32))[1] for e in (tiny(task), tiny(task))]
+    assert rewards[0] == rewards[1]
+
+
+def test_corruption_changes_exactly_the_marked_labels():
+    env = tiny("omniglot")
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    task = env.sample_task(generator)
+    clean = env.sampler.sample(1, torch.Generator().set_state(state))  # the same draw, before the corruption
+    labels = clean.support_targets[0]
+    kept = torch.ones(len(labels), dtype=torch.bool)
+    for c in range(env.n_way):  # the first trusted_shots drawings of each class are the trusted set
+        kept[(labels == c).nonzero()[: env.trusted_shots, 0]] = False
+    clean_train = labels[kept]
+    noisy = task.episode.support_targets[0]
+    assert torch.equal(noisy != clean_train, task.corrupted)  # symmetric noise: every corrupted label is wrong
+    assert torch.equal(task.trusted_targets[0], labels[~kept])
+    assert torch.equal(task.episode.query_targets, clean.query_targets)  # the query labels stay clean
+
+
+def test_noise_rate_zero_is_the_clean_task_and_pair_noise_shifts_by_one():
+    env = tiny("omniglot", noise_rate=0.0)
+    env.reset(seed=1)
+    assert not env.corrupted.any()
+    pair = tiny("omniglot", noise="pair")
+    pair.reset(seed=1)
+    clean = tiny("omniglot", noise_rate=0.0)
+    clean.reset(seed=1)
+    shifted = (clean.tasks.support_targets[0] + 1) % 5
+    assert torch.equal(pair.tasks.support_targets[0][pair.corrupted], shifted[pair.corrupted])
+    with pytest.raises(ValueError, match="noise"):
+        MetaReweightEnv("sinusoid", noise="symmetric")
+    with pytest.raises(ValueError, match="noise_rate"):
+        MetaReweightEnv("sinusoid", noise_rate=1.5)
+
+
+def test_bad_actions_are_refused_and_large_weights_clipped():
+    env = tiny()
+    env.reset(seed=0)
+    n = env.n
+    for bad, message in [
+        (np.ones(n + 1), "shape"),
+        (np.full(n, np.nan), "NaN"),
+        (np.full(n, np.inf), "NaN or inf"),
+        (-np.ones(n), ">= 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            env.step(bad)
+    # weights above 1 count as 1: the same episode as uniform weights
+    big = play(tiny(), 0, np.full(n, 7.0, np.float32))[1]
+    ones = play(tiny(), 0, np.ones(n, np.float32))[1]
+    assert big == ones
+    # all-zero weights: no update, the learner stays at its initialisation
+    env = tiny()
+    env.reset(seed=0)
+    start = env.initial_params()
+    for _ in range(env.steps):
+        env.step(np.zeros(n, np.float32))
+    assert all(torch.equal(env._params[name], start[name]) for name in start)
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(np.ones(n, np.float32))
+
+
+def test_reward_is_zero_then_minus_the_clean_query_loss_and_divergence_is_the_penalty():
+    env = tiny()
+    _, rewards, info = play(env, 0, np.ones(env.n, np.float32))
+    assert rewards[:-1] == [0.0] * (env.steps - 1) and rewards[-1] == -info["query_loss"] < 0
+    assert info["updates"] == env.steps and not info["diverged"]
+    diverging = tiny(lr=1e6)
+    _, rewards, info = play(diverging, 0, np.ones(diverging.n, np.float32))
+    assert info["diverged"] and rewards[-1] == -diverging.divergence_penalty and math.isfinite(rewards[-1])
+
+
+@pytest.mark.parametrize("task", ["sinusoid", "omniglot"])
+def test_observation_holds_no_query_set_nor_clean_labels(task):
+    """Changing the query set, the trusted set or which labels are corrupted leaves every observation unchanged
+    (the clean labels of the corrupted examples are not even kept: the task holds the given labels)."""
+    env = tiny(task)
+    weights = np.linspace(0.2, 1.0, env.n, dtype=np.float32)
+    observations = play(env, 5, weights)[0]
+    base = env._task
+
+    def replayed(changed) -> list[np.ndarray]:
+        other = tiny(task)
+        other.sample_task = lambda generator: changed  # the same noisy training set, other hidden data
+        return play(other, 5, weights)[0]
+
+    episode = base.episode
+    other_query = type(episode)(
+        episode.support_inputs, episode.support_targets, episode.query_inputs.flip(1), episode.query_targets.flip(1)
+    )
+    flipped = type(base)(other_query, ~base.corrupted, base.trusted_inputs, base.trusted_targets.flip(1))
+    for a, b in zip(observations, replayed(flipped), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert observations[0].shape == env.observation_space.shape
+
+
+@pytest.mark.parametrize("task", ["sinusoid", "omniglot"])
+def test_task_functions_equal_the_env_step_loop(task):
+    env = tiny(task)
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(0, 1, env.n).astype(np.float32) for _ in range(env.steps)]
+    observations, rewards, info = play(env, 2, lambda obs: actions[round(float(obs[0, -2]) * env.steps)])
+    functions, params = env.task_functions(), env.initial_params()
+    previous = torch.ones(env.n)
+    for t, action in enumerate(actions):
+        np.testing.assert_array_equal(env.observe(params, t, previous), observations[t])
+        weights = torch.as_tensor(action)
+        params = env.update(params, weights)  # differentiable (second order) here, first order in the env
+        previous = weights
+    assert torch.allclose(functions.query_loss(params), torch.tensor(info["query_loss"]), rtol=1e-5)
+    assert env.score(params)["query_loss"] == pytest.approx(info["query_loss"], rel=1e-5)
+    # the weights' meta-gradient flows through the unrolled steps
+    weights = torch.ones(env.n, requires_grad=True)
+    params = env.initial_params()
+    for _ in range(env.steps):
+        params = env.update(params, weights)
+    (gradient,) = torch.autograd.grad(functions.query_loss(params), weights)
+    assert gradient.shape == (env.n,) and torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+    assert functions.support_losses(params).shape == (env.n,)
+    assert functions.trusted_loss(params).dim() == 0
