@@ -3,7 +3,8 @@
 C. Finn, P. Abbeel, S. Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks.
 ICML 2017. The meta-learned phi is the initialisation theta: each task adapts it by a few steps of
 gradient descent on its support loss, and theta is updated (Adam) on the query loss of the adapted
-weights, differentiating through the adaptation (second order) or not (first order).
+weights, differentiating through the adaptation (second order) or not (first order). Training tasks
+on Omniglot have K queries per class, as MAML's code draws them (the test protocol has 15).
 
 Omniglot: the paper's Conv-4 with strided convolutions, batch norm with batch statistics (so
 predictions are transductive, as in the paper); 5-way: 1 inner step of 0.4 at training, 3 at
@@ -43,6 +44,9 @@ class MAML(Learner):
         task_chunk: int = 0
         """Tasks per batched (grouped) forward; 0: the whole meta-batch on GPU, one at a time on CPU,
         where grouped convolutions are slower (benchmarks/maml_step.py)."""
+        train_query: int | None = None
+        """Queries per class of the training tasks; None: K (the shot) on Omniglot, as MAML's code draws
+        them, the env's own on the sinusoid. The test protocol keeps its 15 queries per class."""
 
     @classmethod
     def defaults(cls, task: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +65,11 @@ class MAML(Learner):
             params = models.conv4_init(task["n_way"], generator, width=config.width, downsample=config.downsample)
         self.params = {name: value.to(self.device).requires_grad_() for name, value in params.items()}
         self.optimizer = torch.optim.Adam(self.params.values(), lr=config.outer_lr)
+
+    def train_env_kwargs(self) -> dict[str, Any]:
+        if self.config.train_query is not None:
+            return {"n_query": self.config.train_query}
+        return {} if self.task["dataset"] == "sinusoid" else {"n_query": self.task["k_shot"]}
 
     def forward(self, params: models.Params, inputs: torch.Tensor) -> torch.Tensor:
         if self.task["dataset"] == "sinusoid":

@@ -27,6 +27,7 @@ class ProtoNet(Learner):
 
     name = "protonet"
     transductive = False
+    any_way = True  # prototypes are built from the support set: one model serves 5-way and 20-way boards
 
     @dataclasses.dataclass
     class Config:

@@ -35,11 +35,16 @@ def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Genera
     return (torch.rand(shape, generator=generator) * 2 - 1) * bound
 
 
-def norm_relu(h: torch.Tensor, params: Params, running: Params | None, index: int, training: bool) -> torch.Tensor:
-    """Batch norm ``norm{index}`` then ReLU on grouped feature maps ``(n, T*C, H, W)``.
+def norm_relu(
+    h: torch.Tensor, params: Params, running: Params | None, index: int, training: bool, maxpool: bool = False
+) -> torch.Tensor:
+    """Batch norm ``norm{index}`` then ReLU on grouped feature maps ``(n, T*C, H, W)``, then 2x2 max-pooling if
+    ``maxpool``.
 
     Normalises with the batch's statistics when ``training`` or when no ``running`` statistics are
-    given (training also updates ``running`` in place), else with ``running``.
+    given (training also updates ``running`` in place), else with ``running``. The pool runs before the
+    ReLU: the same values and gradients (ReLU is monotone, so it commutes with max), on a quarter of the
+    elements (benchmarks/train_throughput.py).
     """
     h = F.batch_norm(
         h,
@@ -49,7 +54,7 @@ def norm_relu(h: torch.Tensor, params: Params, running: Params | None, index: in
         params[f"norm{index}.bias"].flatten(),
         training=training or running is None,
     )
-    return F.relu(h)
+    return F.relu(F.max_pool2d(h, 2) if maxpool else h)
 
 
 def conv4_init(
@@ -126,9 +131,7 @@ def conv4(
         h = F.conv2d(
             h, weight.flatten(0, 1), params[f"conv{layer}.bias"].flatten(), stride=stride, padding=1, groups=tasks
         )
-        h = norm_relu(h, params, running, layer, training)
-        if downsample == "maxpool":
-            h = F.max_pool2d(h, 2)
+        h = norm_relu(h, params, running, layer, training, maxpool=downsample == "maxpool")
     features = h.reshape(n, tasks, -1).transpose(0, 1)  # (T, n, features)
     if "head.weight" not in params:
         return features

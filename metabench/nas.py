@@ -278,10 +278,10 @@ def forward(
                 groups=tasks * groups,
             )
         if layers:
-            h = norm_relu(h, params, running, index, training)
-        if cell.downsampling == "maxpool":
+            h = norm_relu(h, params, running, index, training, maxpool=cell.downsampling == "maxpool")
+        elif cell.downsampling == "maxpool":  # an identity cell: the pool alone
             h = F.max_pool2d(h, 2)
-        elif cell.downsampling == "avgpool":
+        if cell.downsampling == "avgpool":
             h = F.avg_pool2d(h, 2)
         channels = cell.width
     return h.mean(dim=(2, 3)).view(n, tasks, -1).transpose(0, 1)  # global average pool

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import pytest
 import torch
 
 from metabench.training import inference_state, load_checkpoint, train
@@ -100,3 +101,82 @@ def test_a_run_resumes_from_a_fresh_clone_exactly(tmp_path):
     assert [(s["start_iteration"], s["end_iteration"]) for s in slices] == [(0, 4), (4, 6)]
     assert all(s["cpu_seconds"] > 0 and s["wall_seconds"] > 0 and s["threads"] >= 1 for s in slices)
     assert b["training"]["cpu_seconds"] > 0 and b["training"]["episodes_seen"] == 6
+
+
+def test_a_protonet_validated_on_5_way_is_scored_on_the_20_way_board(tmp_path):
+    """As the paper does: one 1-shot model, two boards. The moved checkpoint is the 20-way board's, says where
+    it was trained, and scores as the same weights built for 20-way by hand; other shots and learners refuse."""
+    from metabench.evaluation import evaluate, evaluate_checkpoint
+    from metabench.training import build_learner
+
+    path = train(
+        "protonet", "MetaOmniglot-5w1s-v1", tmp_path / "run", iterations=2, config=TINY, val_episodes=5, progress=False
+    )
+    summary, out = evaluate_checkpoint(path, "MetaOmniglot-20w1s-v1", n_episodes=10, progress=False)
+    moved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert moved["env_id"] == summary["env_id"] == "MetaOmniglot-20w1s-v1" and moved["inference_only"]
+    assert summary["training"]["trained_on"] == "MetaOmniglot-5w1s-v1" and summary["training"]["iterations"] == 2
+
+    by_hand = build_learner("protonet", "MetaOmniglot-20w1s-v1", TINY)
+    by_hand.load_state_dict({**by_hand.state_dict(), **inference_state(load_checkpoint(path)[0])})
+    expected, _ = evaluate(by_hand, "MetaOmniglot-20w1s-v1", n_episodes=10, progress=False)
+    assert summary["results"]["reward_mean"] == expected["results"]["reward_mean"]
+    assert summary["results"]["accuracy_mean"] == expected["results"]["accuracy_mean"]
+
+    with pytest.raises(ValueError, match="differ beyond n_way"):
+        evaluate_checkpoint(path, "MetaOmniglot-20w5s-v1", n_episodes=10, out_dir=tmp_path / "x", progress=False)
+    maml = train(
+        "maml",
+        "MetaOmniglot-5w1s-v1",
+        tmp_path / "maml",
+        iterations=1,
+        config={"width": 8},
+        val_episodes=5,
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="cannot move to another way"):
+        evaluate_checkpoint(maml, "MetaOmniglot-20w1s-v1", n_episodes=10, out_dir=tmp_path / "y", progress=False)
+
+
+def test_the_maml_family_trains_on_k_queries_per_class_and_tests_on_15():
+    """MAML's code draws K queries per class for the meta-update (1 in 5-way 1-shot); the protocol tests on 15."""
+    from metabench.evaluation import make_env
+    from metabench.training import build_learner
+
+    for name in ("maml", "fomaml", "anil"):
+        learner = build_learner(name, "MetaOmniglot-5w1s-v1", {"width": 8})
+        sampler = make_env("MetaOmniglot-5w1s-v1", split="train", **learner.train_env_kwargs()).sampler
+        episodes = sampler.sample(2, torch.Generator().manual_seed(0))
+        assert episodes.query_inputs.shape[1] == 5 * 1, name
+    five_shot = build_learner("maml", "MetaOmniglot-5w5s-v1", {"width": 8, "train_query": 3})
+    assert five_shot.train_env_kwargs() == {"n_query": 3}
+    assert build_learner("maml", "MetaOmniglot-5w5s-v1", {"width": 8}).train_env_kwargs() == {"n_query": 5}
+    assert make_env("MetaOmniglot-5w1s-v1", split="test").protocol["n_query"] == 15
+
+
+def test_the_conv4_pools_before_its_relu_with_the_same_values_and_gradients():
+    """The one Conv-4 path (models.conv4, and nas.forward on CONV4, which ProtoNets uses) max-pools before the
+    ReLU for speed: outputs and gradients equal, bit for bit, those of the textbook order."""
+    import torch.nn.functional as F
+
+    from metabench import models, nas
+
+    def textbook(params, images):  # conv -> batch norm -> ReLU -> max-pool, one task
+        h = images[0]
+        for layer in range(4):
+            h = F.conv2d(h, params[f"conv{layer}.weight"][0], params[f"conv{layer}.bias"][0], padding=1)
+            h = F.batch_norm(h, None, None, params[f"norm{layer}.weight"][0], params[f"norm{layer}.bias"][0], True)
+            h = F.max_pool2d(F.relu(h), 2)
+        return h.flatten(1)[None]
+
+    images = torch.rand(1, 12, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    params = {
+        name: value[None].clone().requires_grad_()
+        for name, value in models.conv4_init(None, torch.Generator().manual_seed(1), width=16).items()
+    }
+    expected = textbook(params, images)
+    expected_grads = torch.autograd.grad(expected.square().sum(), list(params.values()))
+    for output in (models.conv4(params, images), nas.forward(nas.conv4(16), params, images)):
+        grads = torch.autograd.grad(output.square().sum(), list(params.values()))
+        assert torch.equal(output, expected)
+        assert all(torch.equal(a, b) for a, b in zip(grads, expected_grads, strict=True))

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One slice of a reproduction run at its paper's recipe; re-running the same line resumes the run from
+# reproductions/ENV_ID/METHOD-seedSEED/checkpoint.pt (README: "Reproductions").
+# Usage: reproductions/run.sh METHOD ENV_ID SEED [more `metabench train` options, e.g. --time-budget SECONDS]
+#
+# protonet  Snell et al. 2017 and the authors' code's defaults: 60-way training episodes, 5 queries per class,
+#           Adam 1e-3 halved every 2,000 episodes (the learner's defaults); validation every 100 episodes on
+#           100 val episodes of the env's way and shot (the code's epoch of 100 episodes, validated on 5-way);
+#           early stopping after 200 validations without a lower val loss (the code's patience).
+# maml      Finn et al. 2017, 5-way: meta-batch 32, one inner step of 0.4 (3 at test), Adam 1e-3, K queries
+#           per class in training tasks, 60,000 meta-iterations; validation every 500 on 200 val episodes.
+# fomaml    the same, first order.
+# anil      Raghu et al. 2020: MAML's recipe with the head alone adapted.
+set -euo pipefail
+method=$1 env_id=$2 seed=$3
+shift 3
+case $method in
+    protonet) recipe=(--iterations 1000000 --val-interval 100 --val-episodes 100 --patience 200) ;;
+    maml | fomaml | anil) recipe=(--iterations 60000 --val-interval 500 --val-episodes 200) ;;
+    *) echo "run.sh: no recipe for $method (protonet, maml, fomaml, anil)" >&2; exit 1 ;;
+esac
+exec nice -n 19 metabench train "$method" --env "$env_id" --seed "$seed" \
+    --out "reproductions/$env_id/$method-seed$seed" "${recipe[@]}" "$@"
