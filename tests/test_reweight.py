@@ -3,7 +3,9 @@ query loss after T steps."""
 
 from __future__ import annotations
 
+import importlib
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -13,6 +15,16 @@ from gymnasium.utils.env_checker import check_env
 
 import metabench  # noqa: F401  (registers the envs)
 from metabench.envs.reweight import MetaReweightEnv
+from metabench_baselines.reweight import (
+    METHODS,
+    MetaWeightNet,
+    SmallLoss,
+    WeightingFunction,
+    l2rw,
+    search_weighting_function,
+    tune_small_loss,
+)
+from metabench_baselines.reweight import main as reweight_main
 
 
 def tiny(task: str = "sinusoid", **kwargs) -> MetaReweightEnv:
@@ -178,3 +190,73 @@ def test_task_functions_equal_the_env_step_loop(task):
     assert gradient.shape == (env.n,) and torch.isfinite(gradient).all() and gradient.abs().sum() > 0
     assert functions.support_losses(params).shape == (env.n,)
     assert functions.trusted_loss(params).dim() == 0
+
+
+# --- the baselines ----------------------------------------------------------------------------------------------
+
+SINUSOID = "MetaReweight-Sinusoid-v0"
+
+
+def test_small_loss_drops_the_largest_losses_and_is_tuned_on_val():
+    agent = SmallLoss(SmallLoss.Config(drop=0.25), {"env_id": SINUSOID})
+    observation = np.zeros((40, 4), np.float32)
+    observation[:, 0] = np.arange(40)
+    np.testing.assert_array_equal(agent.act(observation), (np.arange(40) < 30).astype(np.float32))
+    tuned, scores = tune_small_loss(SINUSOID, val_episodes=2, grid=(0.0, 0.4))
+    assert set(scores) == {0.0, 0.4} and tuned.config.drop == max(scores, key=scores.get)
+
+
+def test_weighting_function_is_searched_by_cmaes():
+    agent, trace = search_weighting_function(SINUSOID, evaluations=7, episodes=1)  # one generation
+    assert len(trace) == 7 and all(math.isfinite(r) for r in trace)
+    low, high = WeightingFunction.bounds
+    assert all(low <= c <= high for c in agent.config.coefficients)
+    weights = WeightingFunction(WeightingFunction.Config([0.0, -50.0, 0.0]), {"env_id": SINUSOID}).act(
+        np.array([[0.1, 0, 0, 1], [10.0, 0, 0, 1]], np.float32)
+    )
+    assert weights[0] > 0.99 and weights[1] < 0.01  # a steep negative slope drops the large loss
+
+
+def test_meta_weight_net_meta_training_lowers_its_meta_loss():
+    agent = MetaWeightNet(MetaWeightNet.Config(meta_batch=1, outer_lr=0.01), {"env_id": SINUSOID})
+    agent.env.steps = 5  # a short unroll for the test
+    episodes = agent.env.sampler.sample(1, torch.Generator().manual_seed(0))
+    losses = []
+    for _ in range(10):
+        agent.generator.manual_seed(0)  # the same corruption every time: one fixed training task
+        losses.append(agent.train_step(episodes)["loss"])
+    assert losses[-1] < losses[0]
+    assert agent.act(np.ones((40, 4), np.float32)).shape == (40,)
+
+
+def test_l2rw_gives_finite_non_negative_weights_and_trusts_the_clean_labels_more():
+    env = MetaReweightEnv("omniglot", steps=3, k_shot=4, n_query=2)
+    clean, corrupted = [], []
+    for seed in range(5):
+        observation, _ = env.reset(seed=seed)
+        terminated = False
+        while not terminated:
+            weights = l2rw(env, observation)
+            assert weights.shape == (env.n,) and np.isfinite(weights).all() and (weights >= 0).all()
+            mask = env.corrupted.numpy()
+            relative = weights / (weights.mean() + 1e-12)
+            clean.append(relative[~mask].mean())
+            corrupted.append(relative[mask].mean())
+            observation, _, terminated, _, _ = env.step(weights)
+    assert np.mean(corrupted) < np.mean(clean)
+
+
+def test_the_comparison_scores_every_method_on_the_same_tasks(tmp_path):
+    argv = ["--env", SINUSOID, "--test-episodes", "2", "--val-episodes", "1", "--cmaes-evaluations", "7"]
+    argv += ["--cmaes-episodes", "1", "--mwn-iterations", "1", "--out", str(tmp_path)]
+    summary = reweight_main(argv)
+    for method in METHODS:
+        assert math.isfinite(summary[method]["reward"][0])
+    assert summary["uniform"]["reward"][0] < summary["oracle"]["reward"][0]  # 2 tasks, but far apart
+    assert (tmp_path / "episodes.csv").exists() and (tmp_path / "meta-weight-net.pt").exists()
+
+
+def test_the_example_trains_meta_weight_net_and_compares_it_with_uniform(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    result = importlib.import_module("examples.reweight_meta_weight_net").main(["--iterations", "1", "--episodes", "2"])
+    assert len(result["history"]) == 1 and math.isfinite(result["summary"]["meta-weight-net"]["minus_uniform"][0])

@@ -237,7 +237,10 @@ class MetaReweightEnv(gym.Env):
 
     def sample_task(self, generator: torch.Generator) -> NoisyTask:
         """Draw one task and its label corruption from ``generator`` (what ``reset`` does with the episode's)."""
-        episode = self.sampler.sample(1, generator)
+        return self.corrupt(self.sampler.sample(1, generator), generator)
+
+    def corrupt(self, episode: Episodes, generator: torch.Generator) -> NoisyTask:
+        """Split one task of ``sampler`` into training and trusted examples and corrupt the training labels."""
         if self.task == "omniglot":
             # the first ``trusted_shots`` drawings of each class (in the shuffled support order) are the trusted set
             labels = episode.support_targets[0]
@@ -272,6 +275,11 @@ class MetaReweightEnv(gym.Env):
     def corrupted(self) -> torch.Tensor | None:
         """Which training labels of the current episode are corrupted (privileged: for the oracle only)."""
         return None if self._task is None else self._task.corrupted
+
+    @property
+    def learner_params(self) -> models.Params:
+        """The learner's current parameters, detached (privileged: for reference methods such as L2RW)."""
+        return {name: value.detach().clone() for name, value in self._params.items()}
 
     def task_functions(self, task: NoisyTask | None = None) -> TaskFunctions:
         """The differentiable losses of ``task`` (default: the current episode's); see :class:`TaskFunctions`."""
