@@ -44,7 +44,9 @@ given (noisy) labels, the weighted training loss of given weights, the clean que
 on a small *trusted* set (``trusted_shots`` clean examples per class, or points, drawn with the task
 and used in no other way): the clean meta set of L2RW and Meta-Weight-Net. They see the query set:
 use them to meta-train on training tasks (``env.sample_task``), not to act in an episode.
-``env.corrupted`` (which training labels were corrupted) is there for the oracle of the headroom study.
+``env.corrupt(episodes, generator)`` turns a clean task of ``env.sampler`` into a noisy one as ``reset`` does.
+Privileged, for reference methods only: ``env.corrupted`` (which training labels were corrupted: the oracle
+of the headroom study) and ``env.learner_params`` (the learner's current parameters: L2RW).
 """
 
 from __future__ import annotations
