@@ -27,10 +27,10 @@ SINUSOID = "MetaSinusoid-5shot-v0"
 #: Small, fast configurations (not the protocol's), and meta-training lengths that learn with them.
 SMALL = {
     "anil": {"meta_batch": 4, "width": 32},
-    "reptile": {"width": 32, "inner_steps_test": 10},
+    "reptile": {"width": 32, "inner_steps_test": 10, "inner_lr": 0.003},
     "pretrain": {"width": 32, "lr": 3e-3},
 }
-ITERATIONS = {"anil": 50, "reptile": 20, "pretrain": 150}
+ITERATIONS = {"anil": 50, "reptile": 80, "pretrain": 150}
 VAL_EPISODES = 50
 
 
@@ -183,12 +183,17 @@ def test_anil_adapts_the_head_only_and_its_meta_gradient_is_second_order():
 def test_reptile_outer_step_is_annealed_and_interpolates_towards_the_adapted_weights():
     learner = build_learner("reptile", OMNIGLOT, {"width": 32, "meta_batch": 1})
     assert isinstance(learner, Reptile) and not learner.transductive
-    episodes = make_env(OMNIGLOT, split="train").sampler.sample(1, torch.Generator().manual_seed(0))
+    sampler = make_env(OMNIGLOT, split="train", **learner.train_env_kwargs()).sampler
+    episodes = sampler.sample(1, torch.Generator().manual_seed(0))
+    assert episodes.support_inputs.shape[1] + episodes.query_inputs.shape[1] == 5 * 10  # the paper's train shots
     theta = {name: value.clone() for name, value in learner.params.items()}
+    adam = learner.state_dict()["inner_adam"]  # a copy
     inputs = torch.cat([episodes.support_inputs[0], episodes.query_inputs[0]])
     targets = torch.cat([episodes.support_targets[0], episodes.query_targets[0]])
-    running = {name: value.clone() for name, value in learner.running.items()}
-    phi, _ = learner.finetune(inputs, targets, learner.config.inner_steps, learner.config.inner_batch, running)
+    config = learner.config
+    phi, _ = learner.finetune(
+        inputs, targets, config.inner_steps, config.inner_batch, None, learner.state_dict()["inner_adam"]
+    )
 
     assert learner.progress == 0.0  # before any training harness has set it
     steps = []
@@ -196,12 +201,31 @@ def test_reptile_outer_step_is_annealed_and_interpolates_towards_the_adapted_wei
         learner.progress = progress
         steps.append(learner.train_step(episodes)["outer_step"])
     assert steps == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0, 0.0])  # linear in the run's progress, 0 after it
-    assert set(learner.state_dict()) == {"params", "running"}  # the schedule is the harness's, not a checkpoint's
-    learner.load_state_dict({"params": theta, "running": learner.running})
+    assert set(learner.state_dict()) == {"params", "inner_adam"}  # the schedule is the harness's, not a checkpoint's
+    assert int(learner.state_dict()["inner_adam"]["step"]) == 6 * config.inner_steps  # Adam's moments carry over
+    learner.load_state_dict({"params": theta, "inner_adam": adam})
     learner.progress = 0.0
     learner.train_step(episodes)  # eps = 1 and one task: theta becomes that task's phi
     for name, value in learner.params.items():
         assert torch.allclose(value, phi[name][0], atol=1e-6), name
+
+
+def test_reptile_before_the_paper_recipe_loads_its_checkpoints_as_they_were(tmp_path):
+    """A checkpoint whose config lacks the fields added for the paper's recipe (inner_optimizer, train_shots,
+    batch_norm) loads with the values they stood for then (SGD, the env's episodes, running statistics)."""
+    old = {"width": 16, "inner_lr": 0.1, "downsample": "maxpool", **Reptile.legacy_config}
+    path = train("reptile", OMNIGLOT, tmp_path, iterations=1, config=old, val_episodes=2, progress=False)
+    checkpoint = torch.load(path, weights_only=True)
+    for key in Reptile.legacy_config:
+        del checkpoint["config"][key]
+    torch.save(checkpoint, path)
+    learner, _ = load_checkpoint(path)
+    assert (learner.config.inner_optimizer, learner.config.train_shots, learner.config.batch_norm) == (
+        "sgd",
+        0,
+        "running",
+    )
+    assert set(learner.state_dict()) == {"params", "running"} and learner.train_env_kwargs() == {}
 
 
 def test_training_sets_the_progress_of_the_planned_run_before_every_step(monkeypatch, tmp_path):

@@ -180,3 +180,31 @@ def test_the_conv4_pools_before_its_relu_with_the_same_values_and_gradients():
         grads = torch.autograd.grad(output.square().sum(), list(params.values()))
         assert torch.equal(output, expected)
         assert all(torch.equal(a, b) for a, b in zip(grads, expected_grads, strict=True))
+
+
+def test_the_inner_loops_adam_rule_is_adam():
+    """metabench.inner_loop.Adam (TensorFlow's form, Reptile's inner optimiser) takes torch.optim.Adam's steps
+    (the two forms agree exactly when eps = 0), keeping its moments across calls of adapt."""
+    from metabench.inner_loop import Adam, adapt
+
+    target = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    start = {"w": torch.zeros(3, 4)}
+
+    def loss(params):
+        return (params["w"] - target).pow(4).sum()
+
+    state = Adam.fresh_state(start)
+    params = {"w": start["w"].clone()}
+    for _ in range(3):  # three calls of two steps: the moments carry over
+        params = adapt(
+            {"w": params["w"].requires_grad_()}, loss, 2, 0.0, first_order=True, rule=Adam(state, 0.01, eps=0)
+        )
+        params = {"w": params["w"].detach()}
+    reference = start["w"].clone().requires_grad_()
+    optimizer = torch.optim.Adam([reference], lr=0.01, betas=(0.0, 0.999), eps=0)
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss({"w": reference}).backward()
+        optimizer.step()
+    assert int(state["step"]) == 6
+    torch.testing.assert_close(params["w"], reference.detach(), rtol=1e-5, atol=1e-7)
