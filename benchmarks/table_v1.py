@@ -5,7 +5,7 @@
 Reads the stored entries (made by ``benchmarks/table_v1.sh``), groups a method's seeds (mean over seeds and
 across-seed s.d. beside the test-episode CI) and writes a Markdown table with each entry's training budget in
 iterations, episodes and seconds, whether it is verified, and the published figure of the same protocol
-(full-length training; the citations are in the README).
+(``metabench.leaderboard.published``: full-length training, and the share of its budget the entry used).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from metabench.leaderboard import load_entries, seed_groups
+from metabench.leaderboard.published import PUBLISHED, budget_fraction
 
 BOARDS = (
     "MetaOmniglot-5w1s-v1",
@@ -27,28 +28,21 @@ BOARDS = (
     "MetaSinusoid-5shot-v0",
     "MetaSinusoid-10shot-v0",
 )
-#: Published test accuracy (%) on the same protocol, full training: ProtoNets (Snell et al. 2017, table 1),
-#: MAML and first-order MAML (Finn et al. 2017, table 1), Reptile non-transductive / transductive (Nichol et
-#: al. 2018, table 1), ANIL (Raghu et al. 2020, table 2), Lake et al. (2015): Bayesian program learning.
-PUBLISHED = {
-    ("MetaOmniglot-5w1s-v1", "protonet"): "98.8",
-    ("MetaOmniglot-5w5s-v1", "protonet"): "99.7",
-    ("MetaOmniglot-20w1s-v1", "protonet"): "96.0",
-    ("MetaOmniglot-20w5s-v1", "protonet"): "98.9",
-    ("MetaOmniglot-5w1s-v1", "maml"): "98.7 ± 0.4",
-    ("MetaOmniglot-5w5s-v1", "maml"): "99.9 ± 0.1",
-    ("MetaOmniglot-20w1s-v1", "maml"): "95.8 ± 0.3",
-    ("MetaOmniglot-20w5s-v1", "maml"): "98.9 ± 0.2",
-    ("MetaOmniglot-5w1s-v1", "fomaml"): "98.3 ± 0.5",
-    ("MetaOmniglot-5w5s-v1", "fomaml"): "99.2 ± 0.2",
-    ("MetaOmniglot-20w1s-v1", "fomaml"): "89.4 ± 0.5",
-    ("MetaOmniglot-20w5s-v1", "fomaml"): "97.9 ± 0.1",
-    ("MetaOmniglot-5w1s-v1", "reptile"): "95.39 ± 0.09 (non-transductive)",
-    ("MetaOmniglot-20w1s-v1", "anil"): "96.2 ± 0.5",
-    ("MetaOmniglot-20w5s-v1", "anil"): "98.0 ± 0.3",
+#: Published figures beside the boards that have no metabench.leaderboard.published record.
+OTHER_PUBLISHED = {
     ("MetaOmniglot-LakeWithinAlphabet-20w1s-v1", "*"): "BPL 96.7, people 95.5 (Lake et al. 2015)",
     ("MetaSinusoid-5shot-v0", "maml"): "0.67 MSE after 1 step (figure 2)",
 }
+
+
+def published_text(board: str, agent: str, episodes: int) -> str:
+    """The published figure of ``agent`` on ``board``, with the share of its training budget that ``episodes`` is."""
+    record = PUBLISHED.get((board, agent))
+    if record is None:
+        return OTHER_PUBLISHED.get((board, agent), OTHER_PUBLISHED.get((board, "*"), "—"))
+    fraction = budget_fraction(record, episodes)
+    share = record.budget if fraction is None else f"{100 * fraction:.2g}% of its budget"
+    return f"{record.text()} ({share})"
 
 
 def main() -> None:
@@ -83,7 +77,7 @@ def main() -> None:
                     f"{e.record.budget.episodes_seen:,} episodes, {e.record.budget.wall_seconds:.0f} s"
                     for e in group
                 )
-            published = PUBLISHED.get((board, first.record.agent), PUBLISHED.get((board, "*"), "—"))
+            published = published_text(board, first.record.agent, first.record.budget.episodes_seen)
             verified = "yes" if all(e.verified for e in group) else "no"
             seeds = ", ".join(str(e.record.seeds.training) for e in group)
             lines.append(
@@ -91,6 +85,10 @@ def main() -> None:
                 f"| {scores.mean():.2f} ± {cis.mean():.2f}{unit} | {spread} | {budgets} | {verified} "
                 f"| {'yes' if first.summary.transductive else 'no'} | {published} |"
             )
+    lines += ["", "| published figures | protocol | ± means | training budget |", "|---|---|---|---|"]
+    for source in dict.fromkeys(record.source for record in PUBLISHED.values()):
+        record = next(record for record in PUBLISHED.values() if record.source == source)
+        lines.append(f"| {source} | {record.protocol} | {record.plus_minus_means} | {record.budget} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
