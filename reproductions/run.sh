@@ -11,13 +11,17 @@
 #           per class in training tasks, 60,000 meta-iterations; validation every 500 on 200 val episodes.
 # fomaml    the same, first order.
 # anil      Raghu et al. 2020: MAML's recipe with the head alone adapted.
+# reptile   Nichol et al. 2018, the appendix's Omniglot settings (the learner's defaults): Adam inner loop,
+#           meta-batch 5, 100,000 meta-iterations with the outer step annealed 1 -> 0; validation every
+#           2,000 on 100 val episodes (50 test steps each).
 set -euo pipefail
 method=$1 env_id=$2 seed=$3
 shift 3
 case $method in
     protonet) recipe=(--iterations 1000000 --val-interval 100 --val-episodes 100 --patience 200) ;;
     maml | fomaml | anil) recipe=(--iterations 60000 --val-interval 500 --val-episodes 200) ;;
-    *) echo "run.sh: no recipe for $method (protonet, maml, fomaml, anil)" >&2; exit 1 ;;
+    reptile) recipe=(--iterations 100000 --val-interval 2000 --val-episodes 100) ;;
+    *) echo "run.sh: no recipe for $method (protonet, maml, fomaml, anil, reptile)" >&2; exit 1 ;;
 esac
 exec nice -n 19 metabench train "$method" --env "$env_id" --seed "$seed" \
     --out "reproductions/$env_id/$method-seed$seed" "${recipe[@]}" "$@"
