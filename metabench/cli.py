@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import json
 import os
@@ -95,16 +96,21 @@ def parse_key_values(pairs: list[str], option: str = "--config") -> dict:
     return config
 
 
-def _check_env_id(env_id: str) -> None:
-    if env_id not in ENV_IDS:
-        raise ValueError(f"unknown or unversioned env id {env_id!r}; registered: {', '.join(ENV_IDS)}")
+def _resolve_env_id(args: argparse.Namespace) -> None:
+    """Replace ``args.env`` by the registered id it names (an unversioned id: its latest version, said on stderr)."""
+    from metabench.evaluation import resolve_env_id
+
+    env_id = resolve_env_id(args.env)
+    if env_id != args.env.removeprefix("metabench:"):
+        print(f"metabench: {args.env} is {env_id} (its latest version); give a versioned id to pin it", file=sys.stderr)
+    args.env = env_id
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Meta-train a learner; resumes from the checkpoint in --out if one exists."""
     from metabench.training import train
 
-    _check_env_id(args.env)
+    _resolve_env_id(args)
     out = Path(args.out or f"runs/{args.agent}-{args.env}")
     path = train(
         args.agent,
@@ -130,7 +136,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metabench.evaluation import evaluate_checkpoint
     from metabench.learners import load_learner_class
 
-    _check_env_id(args.env)
+    _resolve_env_id(args)
     agent = load_learner_class(args.agent).name
     summary, out = evaluate_checkpoint(
         args.checkpoint,
@@ -159,7 +165,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Run a search method for a budget of evaluations, once per seed, and plot best-so-far reward."""
     from metabench.search import load_runs, plot_best_so_far, search, summarize
 
-    _check_env_id(args.env)
+    _resolve_env_id(args)
     out = Path(args.out or f"runs/search/{args.method}-{args.env}")
     common = {
         "evaluations": args.evaluations,
@@ -207,7 +213,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from metabench.learners import load_learner_class
     from metabench.sweep import sweep
 
-    _check_env_id(args.env)
+    _resolve_env_id(args)
     load_learner_class(args.agent)  # an unknown learner fails here, not in every trial
     out = Path(args.out or f"runs/sweep/{args.agent}-{args.env}")
     rows = sweep(
@@ -223,14 +229,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         device=args.device,
         workers=args.workers,
         address=args.address,
+        test=args.test,
     )
-    score = "accuracy" if any("test_accuracy_mean" in row for row in rows) else "reward"
+    score = "accuracy" if any("val_accuracy_mean" in row for row in rows) else "reward"
     for row in rows:
         val, test = (f"{kind}_{score}" for kind in ("val", "test"))
+        tested = f", test {score} {row[f'{test}_mean']:.4f} (s.d. {row[f'{test}_sd']:.4f})" if args.test else ""
         print(
             f"{row['point']} (seeds {row['seeds']}): val {score} {row.get(f'{val}_mean', float('nan')):.4f} "
-            f"(s.d. {row.get(f'{val}_sd', float('nan')):.4f}), test {score} {row[f'{test}_mean']:.4f} "
-            f"(s.d. {row[f'{test}_sd']:.4f} across seeds)"
+            f"(s.d. {row.get(f'{val}_sd', float('nan')):.4f} across seeds){tested}"
         )
     print(f"runs and sweep.csv / summary.csv in {out}; choose a grid point by val, not by test")
     return 0
@@ -238,9 +245,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _print_summary(rows: list[dict]) -> None:
     for row in rows:
+        spread = f"+- {row['best_reward_ci95']:.4f} (95% CI over seeds)" if row["seeds"] > 1 else "(one seed: no CI)"
         print(
-            f"{row['method']}: {row['seeds']} seeds x {row['evaluations']} evaluations, best reward "
-            f"{row['best_reward_mean']:.4f} +- {row['best_reward_ci95']:.4f} (95% CI over seeds), "
+            f"{row['method']}: {row['seeds']} seed{'s' if row['seeds'] > 1 else ''} x {row['evaluations']} "
+            f"evaluations, best reward {row['best_reward_mean']:.4f} {spread}, "
             f"{row['wall_seconds_mean']:.0f} s per seed"
         )
 
@@ -268,6 +276,19 @@ def _add_worker_arguments(parser: argparse.ArgumentParser, workers_help: str) ->
         default=None,
         help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance on this machine's cores)",
     )
+
+
+ENV_HELP = (
+    "env id, e.g. MetaOmniglot-5w1s-v1 or MetaSinusoid-5shot-v0 (`metabench envs` lists them all; an id without "
+    "-vN means its latest version)"
+)
+
+
+def _registered(group: str) -> list[str]:
+    """The names registered in an entry-point group (read from package metadata: nothing is imported)."""
+    from importlib.metadata import entry_points
+
+    return sorted({entry.name for entry in entry_points(group=group)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,8 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Meta-train a learner on an environment's train split, validating on its val split. "
         "Re-running the same command resumes from the checkpoint in --out.",
     )
-    train.add_argument("agent", help="learner name (maml, fomaml, anil, reptile, protonet, pretrain) or module:Class")
-    train.add_argument("--env", required=True, help="versioned env id, e.g. MetaOmniglot-5w1s-v0")
+    train.add_argument("agent", help=f"learner name ({', '.join(_registered('metabench.learners'))}) or module:Class")
+    train.add_argument("--env", required=True, help=ENV_HELP)
     train.add_argument(
         "--iterations", type=int, default=60000, help="meta-iterations of the whole run (default: 60000)"
     )
@@ -329,7 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, help="seed of a new run (default: 0); a resume keeps the checkpoint's and refuses another"
     )
     train.add_argument("--out", help="run folder (default: runs/AGENT-ENV)")
-    train.add_argument("--val-interval", type=int, default=500, help="iterations between validations")
+    train.add_argument(
+        "--val-interval",
+        type=int,
+        help="iterations between validations (default: about 20 validations per run, after iteration 0: every "
+        "ITERATIONS/20 iterations and, with --time-budget, every SECONDS/20 seconds of training)",
+    )
     train.add_argument("--val-episodes", type=int, default=200, help="val episodes per validation")
     train.add_argument(
         "--patience",
@@ -363,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--agent", required=True, help="learner name or module:Class")
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt written by metabench train")
-    evaluate.add_argument("--env", required=True, help="versioned env id the checkpoint was trained on")
+    evaluate.add_argument("--env", required=True, help="the env id the checkpoint was trained on")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument(
         "--episodes", type=int, help="test episodes (default: the env's whole protocol, 1000 for the few-shot envs)"
@@ -382,13 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser = commands.add_parser(
         "sweep",
         help="train a learner over seeds x a config grid, test every run, aggregate across seeds",
-        description="Every (grid point, seed) is a trial: metabench train into OUT/<point>-s<seed>, then the test "
-        "protocol on its last checkpoint. Writes sweep.csv (one row per trial) and summary.csv (mean and s.d. "
-        "across seeds per grid point). With --workers > 1 the trials are Ray Tune trials; re-running an "
+        description="Every (grid point, seed) is a trial: metabench train into OUT/<point>-s<seed> (and with "
+        "--test the test protocol on its last checkpoint). Writes sweep.csv (one row per trial) and summary.csv "
+        "(mean and s.d. across seeds per grid point). With --workers > 1 the trials are Ray Tune trials; re-running an "
         "interrupted sweep resumes it.",
     )
     sweep_parser.add_argument("agent", help="learner name or module:Class")
-    sweep_parser.add_argument("--env", required=True, help="versioned env id")
+    sweep_parser.add_argument("--env", required=True, help=ENV_HELP)
     sweep_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     sweep_parser.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2", help="config values to sweep")
     sweep_parser.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE", help="config of every trial")
@@ -397,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="env arguments")
     sweep_parser.add_argument("--device", default="cpu")
     sweep_parser.add_argument("--out", help="sweep folder (default: runs/sweep/AGENT-ENV)")
+    sweep_parser.add_argument(
+        "--test",
+        action="store_true",
+        help="also score every trial on the test split; each trial's test_runs.jsonl then records the whole "
+        "sweep's test runs (a trial picked from it declares --test-data-for-model-selection yes)",
+    )
     _add_worker_arguments(sweep_parser, "trials run at once (Ray Tune, one CPU each; default 1: in this process)")
     sweep_parser.set_defaults(func=cmd_sweep)
 
@@ -407,8 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
         "split for a budget of evaluations, once per seed; writes trace.csv, best.json and checkpoint.pt (the best "
         "candidate as an open-loop agent for `metabench evaluate`) per seed, and best_so_far.png.",
     )
-    search_parser.add_argument("method", help="search method: random, evolution, reinforce, cmaes or module:Class")
-    search_parser.add_argument("--env", required=True, help="versioned env id, e.g. MetaAugment-Omniglot-5w1s-v0")
+    search_parser.add_argument(
+        "method", help=f"search method ({', '.join(_registered('metabench.searchers'))}) or module:Class"
+    )
+    search_parser.add_argument(
+        "--env", required=True, help="env id, e.g. MetaAugment-Omniglot-5w1s-v1 (`metabench envs` lists them all)"
+    )
     search_parser.add_argument("--evaluations", type=int, default=50, help="candidates evaluated per seed")
     search_parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one search per seed")
     search_parser.add_argument("--episodes", type=int, default=1, help="episodes per evaluation (mean reward)")
@@ -492,9 +528,37 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as error:
         print(_interrupted(error, args), file=sys.stderr)
         return 130
-    except (data.DataError, leaderboard.LeaderboardError, ValueError, FileNotFoundError) as error:
+    except (data.DataError, leaderboard.LeaderboardError, ValueError) as error:
         print(f"metabench: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        print(f"metabench: {os_error_message(error)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("metabench: out of memory: choose a smaller configuration (e.g. width, meta_batch)", file=sys.stderr)
+        return 1
+
+
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space and re-run the same command (a run resumes from its checkpoint)",
+    errno.EDQUOT: "the disk quota is exhausted: free some space and re-run the same command",
+    errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "permission denied: choose a folder you can write to, or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.EEXIST: "a file is in the way: expected a folder, or a path that does not exist yet",
+    errno.ENOTDIR: "a file stands where a folder is expected: choose a folder",
+    errno.EISDIR: "a folder stands where a file is expected",
+    errno.ENAMETOOLONG: "a name in the path is too long (most file systems allow 255 bytes per name)",
+}
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for a failed file operation: the path, the system's reason and what to do about it."""
+    if error.errno is None or error.strerror is None:  # raised with a message of its own
+        return str(error)
+    where = f"{error.filename}: " if error.filename is not None else ""
+    hint = _OS_ERROR_HINTS.get(error.errno)
+    return f"{where}{error.strerror}" + (f"; {hint}" if hint else "")
 
 
 if __name__ == "__main__":

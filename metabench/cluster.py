@@ -53,10 +53,29 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
     return ray
 
 
+def check_capacity(ray: Any, workers: int, gpus: float) -> None:
+    """Refuse ``workers`` Ray workers of one CPU and ``gpus`` GPUs each that the cluster can never place all at
+    once (they would wait forever); raises ``ValueError`` naming what fits."""
+    resources = ray.cluster_resources()
+    cpus, gpu_total = int(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    if workers > cpus:
+        raise ValueError(
+            f"{workers} workers need {workers} CPUs, but the Ray cluster has {cpus}: use --workers {max(cpus, 1)} or "
+            "fewer, or join a larger cluster (--address / $RAY_ADDRESS)"
+        )
+    if gpus and workers * gpus > gpu_total + 1e-9:
+        raise ValueError(
+            f"{workers} workers of {gpus:g} GPU each need {workers * gpus:g} GPUs, but the Ray cluster has "
+            f"{gpu_total:g}: use fewer workers or a smaller --gpus-per-worker"
+        )
+
+
 def _start_worker(worker_class: type, threads: int, args: tuple, kwargs: dict) -> Any:
-    """Build one worker in this (actor) process: its torch threads, the allocator setting of the command line."""
+    """Build one worker in this (actor) process: its torch threads, the allocator setting of the command line,
+    and metabench's env registrations (``import metabench``), so that plain env ids resolve there too."""
     import torch
 
+    import metabench  # noqa: F401  (registers the envs in this worker process)
     from metabench import allocator
 
     torch.set_num_threads(threads)
@@ -124,6 +143,7 @@ class Pool:
             self._local = local if local is not None else worker_class(*args, **kwargs)
             return
         ray = connect(address)
+        check_capacity(ray, workers, gpus)
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)(_Actor)
         self._ray = ray
         # the workers' arguments: in the object store once and held here, so that a restarted actor can rebuild

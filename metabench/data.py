@@ -137,10 +137,12 @@ class DataError(RuntimeError):
 
 def data_dir(root: str | os.PathLike | None = None) -> Path | None:
     """The folder holding the raw files: ``root`` if given, else ``$METABENCH_DATA``, else None."""
-    if root is not None:
-        return Path(root).expanduser()
     env = os.environ.get(DATA_ENV_VAR)
-    return Path(env).expanduser() if env else None
+    folder = Path(root).expanduser() if root is not None else Path(env).expanduser() if env else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        where = "--root" if root is not None else f"${DATA_ENV_VAR}"
+        raise DataError(f"{where} {folder} is a file; expected the folder holding the Omniglot zips or npz files")
+    return folder
 
 
 def cache_dir() -> Path:
@@ -148,7 +150,15 @@ def cache_dir() -> Path:
     cache folder for "metabench". Created on demand."""
     env = os.environ.get(CACHE_ENV_VAR)
     folder = Path(env).expanduser() if env else Path(pooch.os_cache("metabench"))
-    folder.mkdir(parents=True, exist_ok=True)
+    where = f"${CACHE_ENV_VAR} ({folder})" if env else f"the cache folder {folder}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(
+            f"{where} cannot be created ({error.strerror}); set ${CACHE_ENV_VAR} to a writable folder"
+        ) from None
+    if not folder.is_dir():
+        raise DataError(f"{where} is not a folder; set ${CACHE_ENV_VAR} to a writable folder")
     return folder
 
 
@@ -467,17 +477,35 @@ def _read_cache(path: Path, preprocessing: str) -> tuple[torch.Tensor | None, st
 def save_atomic(content: dict, path: Path) -> None:
     """torch.save to a temporary file beside ``path``, then rename it over ``path``.
 
-    The temporary name is unique per process and thread, so concurrent builders never share one.
+    The temporary name is unique per process and thread, so concurrent builders never share one (see
+    :func:`temporary_path`). The content is serialised in memory first, so that a failed write (a full disk)
+    raises the file system's ``OSError`` (torch.save would wrap it in a ``RuntimeError``) and leaves ``path``
+    as it was.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    write_atomic(buffer.getbuffer(), path)
+
+
+def temporary_path(path: Path) -> Path:
+    """The temporary file :func:`write_atomic` writes before renaming it to ``path``: ``.NAME.PID-THREAD.tmp``."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+
+
+def write_atomic(content: bytes | memoryview, path: Path) -> None:
+    """Write ``content`` to a temporary file beside ``path``, sync it, then rename it over ``path``: ``path`` is
+    always either its old or its new content, and a failed write removes the temporary file."""
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as file:
-            torch.save(content, file)
+            file.write(content)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None and error.strerror is not None:
+            raise type(error)(error.errno, error.strerror, str(path)) from error  # say which file failed
         raise
 
 

@@ -101,6 +101,9 @@ class OmniglotEpisodes:
         task_sampling: ``"uniform"``: N distinct classes of the split, uniformly; ``"within-alphabet"``
             (Lake et al. 2015): a group uniformly among those with at least N classes, then N distinct
             classes of it uniformly.
+        source: ``(root, preprocessing)`` that :func:`metabench.data.load_omniglot` reads ``images`` from, if
+            it does: a pickled sampler (e.g. an env sent to a worker process) then leaves out its image table
+            (about 100 MB), and unpickling reads it from the cache of the process that unpickles.
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class OmniglotEpisodes:
         n_query: int,
         groups: torch.Tensor | None = None,
         task_sampling: str = "uniform",
+        source: tuple[str | None, str] | None = None,
     ) -> None:
         if min(n_way, k_shot, n_query) < 1:
             raise ValueError(f"n_way, k_shot and n_query must be >= 1, got {n_way}, {k_shot}, {n_query}")
@@ -125,11 +129,27 @@ class OmniglotEpisodes:
         self.task_sampling = task_sampling
         self.device = images.device
         self.classes = classes.cpu()
+        self.source = source
         self._table = rotations(images).flatten(0, 2)  # (characters * 4 rotations * 20 drawings, 28, 28)
         if task_sampling == "within-alphabet":
             if groups is None or groups.shape != (len(classes),):
                 raise ValueError("within-alphabet sampling needs the group of every class, shape (n_classes,)")
             self._members = _group_table(groups.cpu(), n_way)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self.source is not None:
+            del state["_table"]  # read from the data cache again by __setstate__
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "_table" not in state:
+            from metabench.data import load_omniglot
+
+            root, preprocessing = self.source
+            images = load_omniglot(root, self.device, preprocessing=preprocessing)
+            self._table = rotations(images).flatten(0, 2)
 
     def sample_index(self, batch_size: int, generator: torch.Generator) -> EpisodeIndex:
         """Draw the indices of ``batch_size`` tasks from a CPU generator."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -47,7 +48,7 @@ from gymnasium.envs.registration import EnvSpec, load_env_creator
 from tqdm import tqdm
 
 import metabench
-from metabench.envs.common import TaskEnv
+from metabench.envs.common import TaskEnv, did_you_mean
 from metabench.episodes import Episodes
 from metabench.learners import Learner
 
@@ -61,10 +62,42 @@ TEST_RUNS_FILE = "test_runs.jsonl"
 def make_env(env_id: str | EnvSpec, split: str = "train", device: str | torch.device = "cpu", **kwargs: Any) -> TaskEnv:
     """The unwrapped env of ``env_id`` (or of a spec: what a worker process without the id's registration
     is given) on ``split`` (ignored by data-free envs such as the sinusoid)."""
-    spec = env_id if isinstance(env_id, EnvSpec) else gym.spec(env_id)
+    spec = env_id if isinstance(env_id, EnvSpec) else gym.spec(resolve_env_id(env_id))
+    check_env_arguments(spec, kwargs)
     if "split" in spec.kwargs:
         kwargs["split"] = split
     return gym.make(spec, device=device, **kwargs).unwrapped
+
+
+def resolve_env_id(env_id: str) -> str:
+    """The registered, versioned id ``env_id`` names: itself, or for an unversioned id (``MetaOmniglot-5w1s``)
+    its latest version, as ``gym.make`` resolves it; a ``metabench:`` prefix is dropped. An unknown id raises a
+    ``ValueError`` with the closest registered id and the reminder that ``import metabench`` registers them."""
+    env_id = env_id.removeprefix("metabench:")
+    if env_id in metabench.ENV_IDS:
+        return env_id
+    versions = [other for other in metabench.ENV_IDS if other.rsplit("-v", 1)[0] == env_id]
+    if versions:
+        return max(versions, key=lambda other: int(other.rsplit("-v", 1)[1]))
+    names = {*metabench.ENV_IDS, *(other.rsplit("-v", 1)[0] for other in metabench.ENV_IDS)}
+    raise ValueError(
+        f"unknown env id {env_id!r}{did_you_mean(env_id, names)}: `metabench envs` lists the registered ids "
+        "(in Python, `import metabench` registers them, or give gym.make the id as 'metabench:ID')"
+    )
+
+
+def check_env_arguments(spec: EnvSpec, kwargs: dict[str, Any]) -> None:
+    """Refuse env arguments that the env class of ``spec`` does not take, naming the ones it does."""
+    creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+    parameters = inspect.signature(creator).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    unknown = sorted(set(kwargs) - set(parameters) - {"device"})
+    if unknown:
+        raise ValueError(
+            f"unknown env argument {unknown[0]!r}{did_you_mean(unknown[0], parameters)} for {spec.id}; "
+            f"it takes {', '.join(sorted(set(parameters) - {'device', 'split'}))}"
+        )
 
 
 def check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from metabench.envs.common import did_you_mean
 from metabench.episodes import Episodes
 
 ENTRY_POINT_GROUP = "metabench.learners"
@@ -176,8 +177,9 @@ def load_class(group: str, name: str, base: type, what: str) -> type:
     path = names.get(name, name)
     if ":" not in path:
         raise ValueError(
-            f"unknown {what} {name!r}: neither a name registered in the {group!r} entry-point group "
-            f"(registered: {', '.join(sorted(names)) or 'none'}) nor an import path 'package.module:ClassName'. "
+            f"unknown {what} {name!r}{did_you_mean(name, names)}: neither a name registered in the {group!r} "
+            f"entry-point group (registered: {', '.join(sorted(names)) or 'none'}) nor an import path "
+            "'package.module:ClassName'. "
             f"Give your class's import path (e.g. 'mymodule:MyClass', importable from the current folder or "
             f"sys.path), or register it under {name!r} in the {group!r} entry points of your package (a class's "
             "`name` attribute alone does not make it findable)"

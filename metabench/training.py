@@ -24,6 +24,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import io
+import math
+import os
 import signal
 import threading
 import time
@@ -37,13 +40,18 @@ import torch
 from tqdm import tqdm
 
 from metabench import distributed
-from metabench.data import save_atomic
+from metabench.data import save_atomic, write_atomic
 from metabench.envs.common import resolve_device
 from metabench.episodes import Episodes
 from metabench.evaluation import check_env_kwargs, device_name, evaluate, make_env
 from metabench.learners import Learner, config_from_dict, learner_reference, load_learner_class, meta_batch_size
 
 CHECKPOINT_FORMAT = "metabench-checkpoint/1"
+CHECKPOINT_KEYS = ("agent", "env_id", "config", "seed", "learner")
+"""The fields every checkpoint has; one that training can resume also has :data:`RESUME_KEYS`."""
+RESUME_KEYS = ("iteration", "generator", "history", "training")
+VAL_POINTS = 20
+"""Validations a run makes by default (besides the one at iteration 0): its learning curve's resolution."""
 VAL_SEED = 1
 TRAIN_SEED_OFFSET = 10_000  # the sampler of a run seeded s uses generator seed s + offset
 
@@ -106,6 +114,7 @@ def check_config(learner_class: type[Learner], config: dict[str, Any]) -> None:
         hints = typing.get_type_hints(learner_class.Config)
     except Exception:  # an annotation that does not resolve: check the fields whose type is a real type
         hints = {key: field.type for key, field in fields.items() if not isinstance(field.type, str)}
+    defaults = dataclasses.asdict(learner_class.Config())
     for key, value in config.items():
         if key in hints and not _matches(value, hints[key]):
             expected = _type_name(hints[key])
@@ -113,6 +122,12 @@ def check_config(learner_class: type[Learner], config: dict[str, Any]) -> None:
             raise ValueError(
                 f"{name} hyperparameter {key} must be of type {expected}, got {value!r} ({type(value).__name__}){hint}"
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} hyperparameter {key} must be a finite number, got {value!r}")
+        default = defaults.get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and value < 0 and isinstance(default, int | float) and not isinstance(default, bool) and default >= 0:
+            raise ValueError(f"{name} hyperparameter {key} must be >= 0 (default {default!r}), got {value!r}")
 
 
 def build_learner(
@@ -138,7 +153,15 @@ def build_learner(
     if env_kwargs:
         task["env_kwargs"] = env_kwargs
     values = {**dataclasses.asdict(learner_class.Config()), **learner_class.defaults(task), **(config or {})}
-    return learner_class(config_from_dict(learner_class, values), task, device, seed)
+    try:
+        return learner_class(config_from_dict(learner_class, values), task, device, seed)
+    except (MemoryError, RuntimeError) as error:
+        if not isinstance(error, MemoryError) and "allocate" not in str(error):
+            raise
+        raise ValueError(
+            f"cannot build {name} with config {config or {}}: out of memory ({str(error).splitlines()[0][:160]}); "
+            "choose a smaller configuration"
+        ) from None
 
 
 OPTIMIZER_STATE_KEYS = ("optimizer", "scheduler")
@@ -168,22 +191,93 @@ def load_checkpoint(
         raise ValueError(f"{path} is not a loadable metabench checkpoint: {error}") from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a metabench checkpoint (format {CHECKPOINT_FORMAT})")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path} lacks the checkpoint field(s) {', '.join(missing)}: it is damaged or hand-made")
     reference = agent if agent is not None else checkpoint.get("agent_reference", checkpoint["agent"])
     if load_learner_class(reference).name != checkpoint["agent"]:
         raise ValueError(f"{path} is a {checkpoint['agent']} checkpoint, not {reference}")
+    # a field the checkpoint's config lacks was added after it was written: it takes the value that meant then
+    config = {**getattr(load_learner_class(reference), "legacy_config", {}), **checkpoint["config"]}
     learner = build_learner(
         reference,
         checkpoint["env_id"],
-        checkpoint["config"],
+        config,
         device,
         checkpoint["seed"],
         checkpoint.get("env_kwargs"),
     )
     state = checkpoint["learner"]
+    fresh = learner.state_dict()
+    scored = [{key: value for key, value in part.items() if key not in OPTIMIZER_STATE_KEYS} for part in (state, fresh)]
+    check_state(*scored, str(path))
     if checkpoint.get("inference_only"):
-        state = {**learner.state_dict(), **state}
+        state = {**fresh, **state}
     learner.load_state_dict(state)
     return learner, checkpoint
+
+
+def check_state(stored: Any, expected: Any, where: str, name: str = "learner") -> None:
+    """Refuse a stored learner state that does not match ``expected`` (a fresh learner's) exactly: every tensor
+    of ``expected`` present with its shape (``load_state_dict``'s copies would broadcast a wrong one), no
+    unexpected entries, and no NaN or inf in any floating-point tensor of ``stored``."""
+    if isinstance(stored, torch.Tensor):
+        if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):
+            raise ValueError(f"{where}: {name} holds NaN or inf; the checkpoint's weights are not usable")
+        if isinstance(expected, torch.Tensor) and stored.shape != expected.shape:
+            raise ValueError(
+                f"{where}: {name} has shape {tuple(stored.shape)}, the learner built from the checkpoint's config "
+                f"needs {tuple(expected.shape)}"
+            )
+        return
+    if isinstance(expected, torch.Tensor):
+        raise ValueError(f"{where}: {name} is a {type(stored).__name__}, the learner needs a tensor")
+    if isinstance(stored, dict):
+        if isinstance(expected, dict):
+            missing = sorted(set(expected) - set(stored), key=str)
+            unexpected = sorted(set(stored) - set(expected), key=str)
+            if missing or unexpected:
+                raise ValueError(
+                    f"{where}: {name} does not match the learner's state: missing {missing}, unexpected {unexpected}"
+                )
+        for key, value in stored.items():
+            check_state(value, expected.get(key) if isinstance(expected, dict) else None, where, f"{name}[{key!r}]")
+    elif isinstance(stored, list | tuple):
+        same = isinstance(expected, list | tuple) and len(expected) == len(stored)
+        for index, value in enumerate(stored):
+            check_state(value, expected[index] if same else None, where, f"{name}[{index}]")
+
+
+RUN_FILES = ("checkpoint.pt", "best.pt", "log.csv", "curve.png")
+"""What :func:`train` writes into a run folder (each through a temporary file renamed over it)."""
+
+
+def lock_run_folder(out: Path) -> Any:
+    """Lock ``out`` for one :func:`train` call: an open file holding an exclusive ``flock`` on ``out/.train.lock``
+    (released when it is closed, or when the process ends, even by kill -9). A folder locked by another process
+    raises ``ValueError``. The temporary files of :data:`RUN_FILES` left by a killed run are removed."""
+    handle = open(out / ".train.lock", "a+")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the folder is not locked
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise ValueError(
+            f"{out} is in use by another metabench train (pid {owner}): wait for it to end, or train in another folder"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    for name in RUN_FILES:
+        for orphan in out.glob(f".{name}.*.tmp"):
+            orphan.unlink(missing_ok=True)
+    return handle
 
 
 def train_fixed_budget(
@@ -208,12 +302,14 @@ def train_fixed_budget(
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Write dict rows as CSV (columns: every key, in order of first appearance): logs, traces, tables."""
+    """Write dict rows as CSV (columns: every key, in order of first appearance): logs, traces, tables. The file
+    is replaced whole (:func:`~metabench.data.write_atomic`): a failed write leaves the old one."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(text.getvalue().encode(), Path(path))
 
 
 def plot_curve(history: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -234,8 +330,10 @@ def plot_curve(history: list[dict[str, Any]], path: Path, title: str) -> None:
     right.set(xlabel="meta-iteration", ylabel=metric.replace("_", " ") + " (95% CI)")
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
     plt.close(figure)
+    write_atomic(image.getbuffer(), path)
 
 
 def _plain(value: Any) -> Any:
@@ -301,7 +399,7 @@ def train(
     config: dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
     seed: int | None = None,
-    val_interval: int = 500,
+    val_interval: int | None = None,
     val_episodes: int = 200,
     checkpoint_interval: int | None = None,
     time_budget: float | None = None,
@@ -320,8 +418,11 @@ def train(
     annealed step size span the run they are in. ``env_kwargs`` are env arguments (e.g.
     ``{"scheme": "lake"}``) for the training, validation and test envs; they are stored in the checkpoint.
 
-    A new run validates at iteration 0, then every ``val_interval`` iterations and at its end. ``patience``
-    turns on early stopping, as Prototypical Networks' code does: the run keeps the best validation so far
+    A new run validates at iteration 0, then every ``val_interval`` iterations and at its end; by default
+    (``val_interval=None``) :data:`VAL_POINTS` times a run: every ``iterations // VAL_POINTS`` iterations and,
+    with a ``time_budget``, also every ``time_budget / VAL_POINTS`` seconds of training. Each validation saves
+    the checkpoint, then ``log.csv``. The run folder is locked while a call trains in it (:func:`lock_run_folder`).
+    ``patience`` turns on early stopping, as Prototypical Networks' code does: the run keeps the best validation so far
     (highest val reward, i.e. lowest val query loss) in ``best.pt`` and stops once ``patience`` validations in
     a row have not improved on it. Patience is a setting of the run, kept by a resume.
 
@@ -333,7 +434,8 @@ def train(
     current step: the checkpoint is saved, then :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised.
     """
     resolve_device(device)
-    for option, value in (("iterations", iterations), ("val_interval", val_interval), ("val_episodes", val_episodes)):
+    settings = (("iterations", iterations), ("val_interval", 1 if val_interval is None else val_interval))
+    for option, value in (*settings, ("val_episodes", val_episodes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{option} must be a positive integer, got {value!r}")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
@@ -343,10 +445,14 @@ def train(
     rank, ranks = distributed.start(device)  # torchrun: data-parallel over ranks (metabench.distributed)
     out = Path(out_dir)
     path = out / "checkpoint.pt"
+    val_interval_given = val_interval is not None
+    val_interval = max(1, iterations // VAL_POINTS) if val_interval is None else val_interval
     checkpoint_interval = checkpoint_interval or val_interval
 
     if path.exists():
         learner, state = load_checkpoint(path, device)
+        if any(key not in state for key in RESUME_KEYS):
+            raise ValueError(f"{path} cannot be resumed: it lacks {[key for key in RESUME_KEYS if key not in state]}")
         if (state["agent"], state["env_id"]) != (load_learner_class(name).name, env_id):
             raise ValueError(
                 f"{path} holds {state['agent']} on {state['env_id']}, not {name} on {env_id}: use another out_dir"
@@ -464,6 +570,11 @@ def train(
         )
         if "val_accuracy" in row:
             bar.set_postfix({"val_accuracy": f"{row['val_accuracy']:.4f}"}, refresh=False)
+
+    def save_and_record() -> None:
+        """Save the checkpoint, then write log.csv and curve.png from its history: a failed save (a full disk)
+        leaves the log as it was, never ahead of the checkpoint."""
+        save_atomic(content(), path)
         write_csv(history, out / "log.csv")
         plot_curve(history, out / "curve.png", f"{learner.name} on {env_id}")
 
@@ -477,13 +588,23 @@ def train(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
     window: list[float] = []
     budget_end = None if time_budget is None else elapsed + time_budget
+    # by default about VAL_POINTS validations per run: per iterations, and with a time budget per seconds too
+    val_seconds = None if val_interval_given or time_budget is None else time_budget / VAL_POINTS
+    next_val = None if val_seconds is None else elapsed + val_seconds
+    lock = None
     try:
+        if rank == 0:
+            lock = lock_run_folder(out)
+            if history:  # the log as the checkpoint has it (a run killed after logging had it ahead)
+                write_csv(history, out / "log.csv")
+            elif path.exists():
+                raise ValueError(f"another metabench train started a run in {out} meanwhile; re-run to resume it")
         with progress_bar(
             iterations, iteration, time_budget, f"train {learner.name} on {env_id}", disable=not progress
         ) as bar:
             if not history and rank == 0:
                 validate([], bar)
-                save_atomic(content(), path)
+                save_and_record()
             while not distributed.agree(
                 iteration >= iterations or interrupted or stopped or (budget_end is not None and elapsed >= budget_end)
             ):
@@ -508,16 +629,23 @@ def train(
                 last = iteration == iterations or (budget_end is not None and elapsed >= budget_end)
                 if rank > 0:  # rank 0 validates, logs and saves
                     continue
-                if iteration % val_interval == 0 or last:
+                validating = iteration % val_interval == 0 or last or (next_val is not None and elapsed >= next_val)
+                if validating:
                     validate(window, bar)
                     window = []
-                if iteration % checkpoint_interval == 0 or last or stopped:
+                    while next_val is not None and next_val <= elapsed:
+                        next_val += val_seconds
+                if validating or stopped:
+                    save_and_record()
+                elif iteration % checkpoint_interval == 0:
                     save_atomic(content(), path)
         if rank == 0 and (interrupted or iteration % checkpoint_interval):
             save_atomic(content(), path)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if lock is not None:
+            lock.close()
     distributed.barrier()
     if interrupted:
         raise TrainingInterrupted(path, iteration)

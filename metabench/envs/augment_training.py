@@ -134,6 +134,7 @@ class MetaAugmentTrainingEnv(DesignEnv):
             int(train_way),
             1,
             int(train_query),
+            source=(root, preprocessing),
         )
         self.learner_class = load_learner_class(LEARNER)
         values = {**self.learner_class.defaults(self.val_env.protocol), "train_way": train_way}

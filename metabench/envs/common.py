@@ -6,6 +6,9 @@ observation and the reward; :class:`FewShotVectorEnv` runs any of them as one me
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -24,16 +27,46 @@ No sensible action comes near it: it changes no other score."""
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'X'?)`` for the choice closest to a mistyped ``name``, or ``""`` if none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_positive_int(what: str, value: Any) -> int:
+    """``value`` as an int if it is a whole number >= 1 (an int, or a numpy integer), else a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_seed(seed: Any) -> int | None:
+    """A reset's ``seed``: None or a non-negative int (``True`` or ``1.5`` are refused with a ``ValueError``)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+        raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
+    return None if seed is None else int(seed)
+
+
+TASK_SHAPE = ("n_way", "k_shot", "n_query")
+"""The few-shot task's size arguments, each a positive integer."""
+
+DEVICE_TYPES = ("cpu", "cuda")
+"""The device types metabench's envs, learners and harness run on."""
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``device`` as a ``torch.device``, refusing one this machine cannot use with a clear ``ValueError``.
 
-    ``"cuda"`` without a usable CUDA device (a CPU-only torch build, no visible GPU, or an index beyond
-    the GPUs present) is refused here rather than deep inside torch.
+    Only ``"cpu"`` and ``"cuda"`` (``"cuda:1"``, ...) are accepted (``"mps"`` or ``"meta"`` are refused: not
+    every operation metabench uses runs there). ``"cuda"`` without a usable CUDA device (a CPU-only torch build,
+    no visible GPU, or an index beyond the GPUs present) is refused here rather than deep inside torch.
     """
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda' ({error})") from None
+    if resolved.type not in DEVICE_TYPES:
+        raise ValueError(f"device {str(device)!r} is not supported: use 'cpu' or 'cuda'")
     if resolved.type == "cuda":
         if torch.version.cuda is None:
             raise ValueError(
@@ -60,11 +93,18 @@ def as_action_tensor(action: Any, shape: tuple[int, ...], device: torch.device, 
     """
     if isinstance(action, torch.Tensor):
         tensor = action.detach()
+        if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_meta:
+            kind = "quantized" if tensor.is_quantized else "meta" if tensor.is_meta else str(tensor.layout)
+            raise ValueError(f"expected {what}: a dense tensor of real numbers of shape {shape}, got a {kind} tensor")
+        if tensor.dtype.is_floating_point and tensor.dtype.itemsize == 1:  # float8: no arithmetic of its own
+            tensor = tensor.float()
     else:
         array = np.asarray(action)
         if array.dtype.kind not in "iuf":
             raise ValueError(f"expected {what}: real numbers of shape {shape}, got dtype {array.dtype}")
-        tensor = torch.from_numpy(array)
+        if array.dtype.kind == "f" and array.dtype.itemsize > 8:  # longdouble: torch has no such type
+            array = array.astype(np.float64)
+        tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")))
     if tensor.is_complex() or tensor.dtype == torch.bool:
         raise ValueError(f"expected {what}: real numbers of shape {shape}, got dtype {tensor.dtype}")
     if tuple(tensor.shape) != tuple(shape):
@@ -84,6 +124,7 @@ def task_generator(
     A seed gives a fresh generator seeded with it; without one, the first reset seeds it from
     gymnasium's ``np_random`` and later resets continue the current stream.
     """
+    seed = check_seed(seed)
     if seed is not None:
         return torch.Generator().manual_seed(seed)
     if current is None:
@@ -144,14 +185,18 @@ class FewShotVectorEnv(VectorEnv):
     scores the current meta-batch and returns the observation of a freshly sampled one, with the
     finished tasks' observation in ``info["final_obs"]`` and their statistics (accuracy, per-query
     losses, true query targets) in ``info["final_info"]``.
+
+    Task ``i`` of the batch is drawn from its own generator, seeded ``seed + i`` by ``reset(seed=seed)``, as
+    gymnasium's ``SyncVectorEnv`` and ``AsyncVectorEnv`` seed their sub-envs: the native, ``"sync"`` and
+    ``"async"`` vector modes of ``gym.make_vec`` give the same tasks (with ``SAME_STEP`` autoreset, step by
+    step), and sub-env 0 the tasks of ``gym.make(...).reset(seed=seed)``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP}
     single_env_class: ClassVar[type[TaskEnv]]
 
     def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        num_envs = check_positive_int("num_envs", num_envs)
         self.env = self.single_env_class(**kwargs)
         self.num_envs = num_envs
         self.single_observation_space = self.env.observation_space
@@ -159,17 +204,26 @@ class FewShotVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.metadata = {**self.env.metadata, **self.metadata}
-        self._generator: torch.Generator | None = None
+        self._generators: list[torch.Generator] | None = None
         self._episodes: Episodes | None = None
         self._observation: dict[str, np.ndarray] | None = None
+
+    def _sample(self) -> Episodes:
+        """One task from each sub-env's generator, as one batch."""
+        tasks = [self.env.sampler.sample(1, generator) for generator in self._generators]
+        return Episodes(*(torch.cat([getattr(task, f.name) for task in tasks]) for f in dataclasses.fields(Episodes)))
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Sample a new meta-batch of ``num_envs`` tasks (one batched draw)."""
+        """Sample a new meta-batch of ``num_envs`` tasks, task ``i`` from the generator seeded ``seed + i``."""
         super().reset(seed=seed)
-        self._generator = task_generator(seed, self.np_random, self._generator)
-        self._episodes = self.env.sampler.sample(self.num_envs, self._generator)
+        seed = check_seed(seed)
+        if seed is not None or self._generators is None:
+            self._generators = [
+                task_generator(None if seed is None else seed + i, self.np_random, None) for i in range(self.num_envs)
+            ]
+        self._episodes = self._sample()
         self._observation = self.env.observe(self._episodes)
         return self._observation, {}
 
@@ -185,6 +239,6 @@ class FewShotVectorEnv(VectorEnv):
         done = np.ones(self.num_envs, dtype=bool)
         info = {"final_obs": self._observation, "_final_obs": done, "final_info": final_info, "_final_info": done}
 
-        self._episodes = self.env.sampler.sample(self.num_envs, self._generator)
+        self._episodes = self._sample()
         self._observation = self.env.observe(self._episodes)
         return self._observation, rewards, done, np.zeros(self.num_envs, dtype=bool), info

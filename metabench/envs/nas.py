@@ -201,6 +201,8 @@ class MetaNASEnv(DesignEnv):
         }
         self.cache: dict[str, dict[str, Any]] = {}
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        if self.cache_dir is not None and self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise ValueError(f"cache_dir {str(cache_dir)!r} is a file; expected a folder for the result cache")
         self.evaluations, self.cache_hits, self.total_seconds, self.total_cost_seconds = 0, 0, 0.0, 0.0
         self.last_cached, self.last_seconds = False, 0.0
         self._decisions: list[int] | None = None

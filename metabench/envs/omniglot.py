@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from gymnasium import spaces
 
 from metabench import data, splits
-from metabench.envs.common import MAX_QUERY_LOSS, FewShotVectorEnv, TaskEnv, resolve_device
+from metabench.envs.common import (
+    MAX_QUERY_LOSS,
+    TASK_SHAPE,
+    FewShotVectorEnv,
+    TaskEnv,
+    check_positive_int,
+    resolve_device,
+)
 from metabench.episodes import Episodes, OmniglotEpisodes
 
 LOGIT_BOUND = 10.0
@@ -73,6 +80,7 @@ class MetaOmniglotEnv(TaskEnv):
         task_sampling: str | None = None,
     ) -> None:
         super().__init__()
+        n_way, k_shot, n_query = map(check_positive_int, TASK_SHAPE, (n_way, k_shot, n_query))
         data.check_preprocessing(preprocessing)
         pinned = (manifest_sha256 or {}).get(scheme, {}).get(split)
         edition = splits.find_edition(scheme, split, pinned)
@@ -87,6 +95,7 @@ class MetaOmniglotEnv(TaskEnv):
             n_query,
             groups=torch.from_numpy(splits.alphabet_of_rows())[classes[:, 0]],
             task_sampling=task_sampling or "uniform",
+            source=(root, preprocessing),
         )
         self.protocol = {
             "dataset": "omniglot",

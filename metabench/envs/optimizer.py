@@ -22,7 +22,12 @@ layer's support gradient and parameters, ``t / T`` (updates done so far) and the
 labels or losses.
 
 Action: L log10 learning rates in :data:`LOG10_LR_BOUNDS` = [-5, 1]; finite actions outside are
-clipped into the bounds, a wrong shape or NaN/inf raises ``ValueError``.
+clipped into the bounds, a wrong shape or NaN/inf raises ``ValueError``. With ``unit_actions=True``
+(e.g. ``gym.make("MetaOptimizer-Sinusoid-v0", unit_actions=True)``) the action space is [-1, 1] instead,
+mapped affinely onto the same range (``log10 lr = -2 + 3 a``), so that the zero-mean, unit-scale Gaussian
+policies of off-the-shelf RL agents (CleanRL's or SB3's PPO, A2C) start at a learning rate of 0.01 rather
+than 1 to 10, where every episode diverges; rewards and observations (``previous_log10_lr`` included) are
+the same as for the log10 action of the default space, and so is the protocol.
 
 Reward: with ``L_t = min(query loss after t updates, divergence_penalty)`` (mean query cross-entropy
 or squared error, as MetaOmniglot / MetaSinusoid score it), ``reward_mode="final"`` gives 0 for the
@@ -115,10 +120,10 @@ class MetaOptimizerEnv(gym.Env):
         split, scheme, root, preprocessing, manifest_sha256: Omniglot only, as for
             :class:`~metabench.envs.omniglot.MetaOmniglotEnv`.
         device: where the task and the learner live.
+        unit_actions: actions in [-1, 1], mapped onto the log10 learning rates (see the module doc).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
-    action_description = "per-layer log10 learning rates"
 
     def __init__(
         self,
@@ -138,6 +143,7 @@ class MetaOptimizerEnv(gym.Env):
         root: str | None = None,
         preprocessing: str = data.PREPROCESSING,
         manifest_sha256: dict[str, dict[str, str]] | None = None,
+        unit_actions: bool = False,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -148,15 +154,18 @@ class MetaOptimizerEnv(gym.Env):
         self.task, self.steps, self.reward_mode, self.downsample = task, int(steps), reward_mode, downsample
         self.horizon = self.steps  # actions per episode, as the search harness calls it
         generator = torch.Generator().manual_seed(init_seed)
+        k_shot_default, n_query_default = (1, 15) if task == "omniglot" else (10, 10)
+        k_shot = k_shot_default if k_shot is None else k_shot
+        n_query = n_query_default if n_query is None else n_query
         if task == "omniglot":
             self.task_env: MetaOmniglotEnv | MetaSinusoidEnv = MetaOmniglotEnv(
-                n_way, k_shot or 1, n_query or 15, split, scheme, device, root, preprocessing, manifest_sha256
+                n_way, k_shot, n_query, split, scheme, device, root, preprocessing, manifest_sha256
             )
             fresh = models.conv4_init(n_way, generator, downsample=downsample)
             learner = f"conv4-64-{downsample}-batchstats"
             default_penalty = 10 * math.log(n_way)
         else:
-            self.task_env = MetaSinusoidEnv(k_shot or 10, n_query or 10, device)
+            self.task_env = MetaSinusoidEnv(k_shot, n_query, device)
             fresh = models.mlp_init(generator)
             learner = "mlp-1-40-40-1-relu"
             default_penalty = 10 * SINUSOID_TRIVIAL_LOSS
@@ -185,7 +194,10 @@ class MetaOptimizerEnv(gym.Env):
         low = np.array([0.0, *[norm_low] * (2 * n), 0.0, *[lr_low] * n], np.float32)
         high = np.array([self.divergence_penalty, *[norm_high] * (2 * n), 1.0, *[lr_high] * n], np.float32)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self.action_space = spaces.Box(lr_low, lr_high, (n,), np.float32)
+        self.unit_actions = bool(unit_actions)
+        action_bounds = (-1.0, 1.0) if self.unit_actions else LOG10_LR_BOUNDS
+        self.action_space = spaces.Box(*action_bounds, (n,), np.float32)
+        self.action_description = f"per-layer {'unit-scale' if self.unit_actions else 'log10'} learning rates"
         self.protocol = {
             **self.task_env.protocol,
             "learner": learner,
@@ -211,6 +223,14 @@ class MetaOptimizerEnv(gym.Env):
         """Per-parameter step sizes ``10**log10_lrs[layer]`` for ``inner_loop.adapt`` (differentiable, unclipped)."""
         rates = torch.pow(10.0, torch.as_tensor(log10_lrs, dtype=torch.float32, device=self.device))
         return {name: rates[i] for i, names in enumerate(self.layers.values()) for name in names}
+
+    def log10_lrs(self, action: torch.Tensor) -> torch.Tensor:
+        """The log10 learning rates an action stands for, clipped into :data:`LOG10_LR_BOUNDS` (with
+        ``unit_actions``: the action clipped into [-1, 1], then mapped affinely onto the bounds)."""
+        low, high = LOG10_LR_BOUNDS
+        if self.unit_actions:
+            return (low + high) / 2 + action.clamp(-1.0, 1.0) * (high - low) / 2
+        return action.clamp(low, high)
 
     @property
     def tasks(self) -> Episodes | None:
@@ -316,8 +336,7 @@ class MetaOptimizerEnv(gym.Env):
         """Apply one SGD step with per-layer learning rates ``10**action``; see the module doc for the reward."""
         if not self._active:
             raise gym.error.ResetNeeded("step() needs a running episode: call reset() first")
-        action = as_action_tensor(action, self.action_space.shape, self.device, self.action_description)
-        action = action.clamp(*LOG10_LR_BOUNDS)
+        action = self.log10_lrs(as_action_tensor(action, self.action_space.shape, self.device, self.action_description))
         with torch.enable_grad():  # the shared inner loop (it recomputes the support gradient: one small pass)
             params = adapt(self._params, self._functions.support_loss, 1, self.learning_rates(action), first_order=True)
         self._params = {name: value.detach().requires_grad_() for name, value in params.items()}

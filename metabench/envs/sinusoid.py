@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from metabench.envs.common import MAX_QUERY_LOSS, FewShotVectorEnv, TaskEnv, resolve_device
+from metabench.envs.common import MAX_QUERY_LOSS, FewShotVectorEnv, TaskEnv, check_positive_int, resolve_device
 from metabench.episodes import Episodes, SinusoidEpisodes
 
 
@@ -39,6 +39,7 @@ class MetaSinusoidEnv(TaskEnv):
 
     def __init__(self, k_shot: int = 5, n_query: int = 10, device: str | torch.device = "cpu") -> None:
         super().__init__()
+        k_shot, n_query = check_positive_int("k_shot", k_shot), check_positive_int("n_query", n_query)
         self.device = resolve_device(device)
         self.sampler = SinusoidEpisodes(k_shot, n_query, self.device)
         self.protocol = {"dataset": "sinusoid", "k_shot": k_shot, "n_query": n_query}
