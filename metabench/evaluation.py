@@ -37,6 +37,7 @@ import platform
 import resource
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -501,10 +502,10 @@ def rescore(
     """The records of test episodes ``episodes`` (indices into the protocol's list) alone, exactly as
     :func:`evaluate` wrote them: what a spot check of a stored result re-runs.
 
-    Few-shot envs draw the seeded list up to the end of the chunk holding the last index (cheap) and
-    score every ``CHUNK`` of tasks that holds a chosen episode as :func:`evaluate` does (a task's scores
-    can depend on the batch it is computed in, in their last bits), keeping the chosen ones; multi-step
-    envs reset straight to episode ``i``'s seed.
+    Few-shot envs draw the seeded list in whole ``CHUNK`` draws, as :func:`evaluate` does, up to the end of
+    the chunk holding the last index (cheap), and score the chosen tasks in batches of at least ``CHUNK``
+    (all of a chunk's tasks: the very batches of :func:`evaluate`; a task's scores can otherwise differ in
+    their last bits, within the leaderboard's tolerance); multi-step envs reset straight to episode ``i``'s seed.
     """
     device = torch.device(device) if device is not None else learner.device
     env, _ = scored_env(make_env(env_id, split="test", device=device))
@@ -518,13 +519,19 @@ def rescore(
     if isinstance(env, TaskEnv):
         # whole chunks, as evaluate drew them: a shorter last draw would give other tasks
         drawn = min(protocol_episodes(env), (wanted[-1] // CHUNK + 1) * CHUNK)
+        pending: list[tuple[list[int], Episodes]] = []
         for start, chunk in zip(range(0, drawn, CHUNK), episode_chunks(env, drawn, seed), strict=True):
             picked = [i for i in wanted if start <= i < start + len(chunk)]
             if picked:
-                reward, accuracy = score_tasks(learner, env, chunk)
-                rewards.update((i, float(reward[i - start])) for i in picked)
+                pending.append((picked, chunk if len(picked) == len(chunk) else chunk[torch.tensor(picked) - start]))
+            if pending and (sum(len(part) for _, part in pending) >= CHUNK or start + CHUNK >= drawn):
+                indices = [i for picked, _ in pending for i in picked]
+                batch = Episodes(*(torch.cat([getattr(part, f.name) for _, part in pending]) for f in fields(Episodes)))
+                reward, accuracy = score_tasks(learner, env, batch)
+                rewards.update((i, float(value)) for i, value in zip(indices, reward, strict=True))
                 if accuracy is not None:
-                    accuracies.update((i, float(accuracy[i - start])) for i in picked)
+                    accuracies.update((i, float(value)) for i, value in zip(indices, accuracy, strict=True))
+                pending = []
     else:
         for i in wanted:
             reward, accuracy = _play_episode(learner, env, seed + i)

@@ -2,11 +2,12 @@
 
 ``metabench sweep AGENT --env ENV --seeds 0 1 2 --grid lr=0.001,0.003`` runs every (grid point, seed)
 as a *trial*: ``metabench train`` into its own run folder ``OUT/<point>-s<seed>`` (checkpoint, log,
-curve), then the frozen test protocol of ``metabench evaluate`` on its last checkpoint
-(``evaluation-ENV/``, recorded in the run's ``test_runs.jsonl``). ``sweep.csv`` has one row per trial
-and ``summary.csv`` one per grid point: mean and standard deviation across seeds of the test score,
-next to the last validation score, which is the one to choose a grid point by (choosing by the test
-column is model selection on test, and ``metabench submit`` asks about it).
+curve). ``sweep.csv`` has one row per trial and ``summary.csv`` one per grid point: mean and standard
+deviation across seeds of the last validation score, the one to choose a grid point by. The test split
+is scored only when asked (``test=True``): then every trial runs the frozen test protocol of
+``metabench evaluate`` on its last checkpoint (``evaluation-ENV/``), and each trial's ``test_runs.jsonl``
+records the test runs of every trial of the sweep, so that ``metabench submit`` refuses a trial chosen
+from the sweep declared with ``--test-data-for-model-selection no``.
 
 With ``workers > 1`` the trials are Ray Tune trials (one CPU each; ``address`` joins a cluster), and
 a sweep that was interrupted resumes: finished trials are kept, unfinished runs continue from their
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from metabench.training import write_csv
 
@@ -52,11 +54,13 @@ def run_trial(
     time_budget: float | None,
     env_kwargs: dict[str, Any],
     device: str = "cpu",
+    test: bool = False,
 ) -> dict[str, Any]:
-    """Train one trial into ``out_dir`` (resuming its checkpoint if any) and run the test protocol on it once.
+    """Train one trial into ``out_dir`` (resuming its checkpoint if any) and, if ``test``, run the test protocol
+    on it once.
 
     Returns (and writes to ``trial.json``) the trial's record: its grid point, seed, iterations, wall time,
-    last validation score and test score. A trial whose ``trial.json`` exists is not run again.
+    last validation score and (if tested) test score. A trial whose ``trial.json`` exists is not run again.
     """
     from metabench.evaluation import evaluate_checkpoint
     from metabench.training import train
@@ -76,21 +80,23 @@ def run_trial(
         progress=False,
         env_kwargs=env_kwargs,
     )
-    command = shlex.join(["metabench", "evaluate", "--agent", agent, "--checkpoint", str(path), "--env", env_id])
-    summary, _ = evaluate_checkpoint(path, env_id, agent=agent, device=device, progress=False, command=command)
     with open(out / "log.csv", newline="") as handle:  # one row per validation; the last is the run's end
         last = {key: float(value) for key, value in list(csv.DictReader(handle))[-1].items() if value}
+    training = torch.load(path, map_location="cpu", weights_only=True)
     result = {
         "point": point_name(config),
         "seed": seed,
-        "iterations": summary["training"]["iterations"],
-        "wall_seconds": summary["training"]["wall_seconds"],
+        "iterations": training["iteration"],
+        "wall_seconds": training["training"]["wall_seconds"],
         "val_accuracy": last.get("val_accuracy"),
         "val_reward": last.get("val_reward"),
-        "test_accuracy": summary["results"].get("accuracy_mean"),
-        "test_reward": summary["results"]["reward_mean"],
         "run": str(out),
     }
+    if test:
+        command = shlex.join(["metabench", "evaluate", "--agent", agent, "--checkpoint", str(path), "--env", env_id])
+        summary, _ = evaluate_checkpoint(path, env_id, agent=agent, device=device, progress=False, command=command)
+        result["test_accuracy"] = summary["results"].get("accuracy_mean")
+        result["test_reward"] = summary["results"]["reward_mean"]
     (out / RESULT).write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -109,10 +115,13 @@ def sweep(
     device: str = "cpu",
     workers: int = 1,
     address: str | None = None,
+    test: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every (grid point, seed) trial (:func:`run_trial`) and write ``sweep.csv`` and ``summary.csv``.
 
-    ``config`` holds settings shared by every trial, ``grid`` the ones that vary. Returns the summary rows.
+    ``config`` holds settings shared by every trial, ``grid`` the ones that vary; ``test`` scores every trial on
+    the test split and records the sweep's test runs in every trial's folder (:func:`record_sweep_test_runs`).
+    Returns the summary rows.
     """
     if not seeds:
         raise ValueError("a sweep needs at least one seed")
@@ -120,7 +129,7 @@ def sweep(
     points = [{**(config or {}), **point} for point in grid_points(grid or {})]
     trials = [(point, seed) for point in points for seed in seeds]
     common = {"iterations": iterations, "time_budget": time_budget, "env_kwargs": dict(env_kwargs or {})}
-    common["device"] = device
+    common |= {"device": device, "test": test}
 
     def grid_point(point: dict[str, Any]) -> dict[str, Any]:
         return {key: point[key] for key in (grid or {})}
@@ -137,6 +146,8 @@ def sweep(
         results = _tune(agent, env_id, out, trials, folder, common, workers, address)
     for result, (point, _) in zip(results, trials, strict=True):
         result["point"] = point_name(grid_point(point))
+    if test:
+        record_sweep_test_runs([Path(result["run"]) for result in results], env_id)
     write_csv(results, out / "sweep.csv")
     summary = aggregate(results)
     write_csv(summary, out / "summary.csv")
@@ -174,6 +185,19 @@ def _tune(agent, env_id, out, trials, folder, common, workers, address) -> list[
         raise RuntimeError(f"{len(errors)} sweep trial(s) failed; the first: {errors[0]}")
     # each trial's record is its trial.json (a restored Tune run may not hold the metrics of every trial)
     return [json.loads((Path(folder(point, seed)) / RESULT).read_text()) for point, seed in trials]
+
+
+def record_sweep_test_runs(runs: list[Path], env_id: str) -> None:
+    """Append to each run folder's ``test_runs.jsonl`` the test runs of the sweep's other trials (once each):
+    a trial picked from a sweep scored on test is one of many checkpoints run on test, and its record says so."""
+    from metabench.evaluation import read_test_runs, record_test_run
+
+    summaries = [json.loads((run / f"evaluation-{env_id}" / "summary.json").read_text()) for run in runs]
+    for run in runs:
+        recorded = {record["checkpoint_sha256"] for record in read_test_runs(run) or []}
+        for summary in summaries:
+            if summary["checkpoint"]["sha256"] not in recorded:
+                record_test_run(run / "checkpoint.pt", summary)
 
 
 def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

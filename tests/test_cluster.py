@@ -17,7 +17,7 @@ import torch
 from gymnasium.envs.registration import register, registry
 
 from metabench.cluster import Pool, connect, gpu_share
-from metabench.evaluation import evaluate
+from metabench.evaluation import evaluate, read_test_runs
 from metabench.multifidelity import asha_search, rungs
 from metabench.search import search
 from metabench.sweep import sweep
@@ -145,7 +145,7 @@ def test_test_protocol_on_workers_equals_the_serial_run(local_ray, tmp_path):
 
 
 def test_a_sweep_runs_every_trial_once_on_tune_workers_and_resumes(local_ray, tmp_path):
-    common = {"seeds": [0, 1], "grid": {"width": [4]}, "config": {"train_way": 5}, "iterations": 2}
+    common = {"seeds": [0, 1], "grid": {"width": [4]}, "config": {"train_way": 5}, "iterations": 2, "test": True}
     with one_thread():
         serial = sweep("protonet", "MetaOmniglot-5w1s-v1", tmp_path / "serial", **common)
     parallel = sweep("protonet", "MetaOmniglot-5w1s-v1", tmp_path / "tune", workers=2, **common)
@@ -159,6 +159,8 @@ def test_a_sweep_runs_every_trial_once_on_tune_workers_and_resumes(local_ray, tm
     for key in ("test_accuracy_mean", "val_accuracy_mean", "iterations_mean"):
         assert parallel[0][key] == row[key]  # the same trials, on Tune's workers
     assert (tmp_path / "serial" / "width=4-s1" / "evaluation-MetaOmniglot-5w1s-v1" / "summary.json").exists()
+    # each trial's selection record holds the whole sweep's test runs: a trial picked from it was chosen on test
+    assert len(read_test_runs(tmp_path / "serial" / "width=4-s0")) == 2
 
     kept = (tmp_path / "serial" / "width=4-s0" / "trial.json").stat().st_mtime_ns
     (tmp_path / "serial" / "width=4-s1" / "trial.json").unlink()  # as if interrupted before trial 2 finished

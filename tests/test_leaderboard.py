@@ -70,7 +70,8 @@ def board(evaluation: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(evaluation, submission)
     metadata = {"method": "ProtoNet tiny", "code": CODE, "paper": PAPER, "test_data_for_model_selection": False}
     (submission / "metadata.json").write_text(json.dumps(metadata))
-    leaderboard.submit(submission, root=root, checkpoint=evaluation.parent / "checkpoint.pt", today="2026-01-01")
+    checkpoint = evaluation.parent / "checkpoint.pt"
+    leaderboard.submit(submission, root=root, checkpoint=checkpoint, submitted="2026-01-01T00:00:00Z")
     return root
 
 
@@ -558,7 +559,7 @@ def test_verify_reports_a_tampered_checkpoint_and_does_not_mark_it(board_copy: P
     entry = only_entry(board_copy)
     content = tamper_weights(entry)
     before = tree_state(board_copy)
-    assert main(["leaderboard", "verify", str(entry)]) == 1
+    assert main(["leaderboard", "verify", str(entry), "--root", str(board_copy)]) == 1
     assert "checkpoint.pt was modified after submission" in capsys.readouterr().out
     assert tree_state(board_copy) == before
 
@@ -571,7 +572,7 @@ def test_verify_reports_a_tampered_checkpoint_and_does_not_mark_it(board_copy: P
     )
     before = tree_state(board_copy)
     report = leaderboard.verify(f"{ENV}/{entry.name}", board_copy)
-    assert not report.verified and "does not reproduce the stored episodes" in report.message
+    assert not report.passed and "re-scored episodes differ from the stored ones" in report.message
     assert report.details["mismatched_episodes"] > 0
     assert not (entry / "verification.json").exists() and tree_state(board_copy) == before
     assert not leaderboard.load_entries(board_copy)[0].verified
@@ -584,7 +585,7 @@ def test_hand_edited_entries_are_flagged_and_not_verified(board_copy: Path, caps
     assert "entry.json disagrees with summary.json" in capsys.readouterr().out
     assert "modified" in (board_copy / "README.md").read_text()
     report = leaderboard.verify(entry, board_copy)
-    assert not report.verified and "disagrees" in report.message
+    assert not report.passed and "disagrees" in report.message
 
 
 def test_compare_records_tolerates_float_noise_and_rare_argmax_flips() -> None:
@@ -751,35 +752,39 @@ def test_a_hand_written_verification_is_caught_by_the_check(board_copy: Path, ca
     before = tree_state(board_copy)
     assert main(["leaderboard", "check", "--root", str(board_copy)]) == 1
     out = capsys.readouterr().out
-    assert f"FAIL {ENV}/{entry.name}: spot check" in out and "re-scored episodes differ" in out
+    assert f"FAIL {ENV}/{entry.name}: audit (seed" in out and "re-scored episodes differ" in out
     assert tree_state(board_copy) == before  # the check writes nothing
 
 
-def test_check_spot_checks_verified_entries_and_fully_reruns_the_others(board_copy: Path, capsys) -> None:
+def test_check_audits_verified_entries_and_fully_reruns_the_others(board_copy: Path, capsys) -> None:
     entry = only_entry(board_copy)
-    (report,) = leaderboard.check(board_copy)
-    assert report.passed and report.mode.startswith("full re-run") and report.episodes == 1000
-    assert leaderboard.verify(f"{ENV}/{entry.name}", board_copy).verified
-    (report,) = leaderboard.check(board_copy)
-    assert report.passed and report.mode == "spot check" and report.episodes == leaderboard.SPOT_CHECK_TASKS
-    assert main(["leaderboard", "check", "--root", str(board_copy)]) == 0
-    assert f"ok   {ENV}/{entry.name}: spot check, 50 episodes reproduced" in capsys.readouterr().out
+    report, views = leaderboard.check(board_copy)
+    assert report.passed and report.mode == "full re-run" and report.episodes == 1000 and views.passed
+    assert leaderboard.verify(f"{ENV}/{entry.name}", board_copy).passed
+    report, views = leaderboard.check(board_copy, seed=7)
+    assert report.passed and report.mode == "audit (seed 7)" and report.episodes == leaderboard.AUDIT_TASKS
+    assert main(["leaderboard", "check", "--root", str(board_copy), "--seed", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "audit seed 7 (reproduce this check with --seed 7)" in out
+    assert f"ok   {ENV}/{entry.name}: audit (seed 7), 100 episodes reproduced" in out and "ok   views" in out
 
 
-def test_spot_check_episodes_are_drawn_from_the_entry_and_move_with_it(board_copy: Path) -> None:
-    (stored,) = leaderboard.load_entries(board_copy)
-    sample = leaderboard.spot_check_episodes(stored)
-    assert sample == leaderboard.spot_check_episodes(stored) and len(set(sample)) == 50
+def test_audit_episodes_come_from_the_seed_and_the_registry_not_from_the_entry(board_copy: Path) -> None:
+    label = f"{ENV}/{only_entry(board_copy).name}"
+    sample = leaderboard.audit_episodes(ENV, label, 7)
+    assert sample == leaderboard.audit_episodes(ENV, label, 7) and len(set(sample)) == leaderboard.AUDIT_TASKS
     assert all(0 <= i < 1000 for i in sample) and sample == sorted(sample)
-    assert len({i // 25 for i in sample}) == 2  # two whole blocks of the evaluation's 25-episode chunks
-    edit_json(stored.path / "entry.json", lambda e: e["metadata"].update(notes="edited"))
-    (edited,) = leaderboard.load_entries(board_copy)
-    assert leaderboard.spot_check_episodes(edited) != sample
+    assert len({i // 25 for i in sample}) > 20  # single episodes, spread over the protocol's 25-episode chunks
+    assert leaderboard.audit_episodes(ENV, label, 8) != sample  # a fresh seed per CI run: a fresh sample
+    assert leaderboard.new_audit_seed() != leaderboard.new_audit_seed()
+    # what the entry says of its protocol changes nothing: the sizes are the registry's
+    edit_json(only_entry(board_copy) / "summary.json", protocol(episodes=50, tasks_per_step=1000))
+    assert leaderboard.audit_episodes(ENV, label, 7) == sample
 
 
 def test_unverified_entries_are_listed_apart_from_the_ranking(board_copy: Path, submission: Path) -> None:
     verified = only_entry(board_copy)
-    assert leaderboard.verify(f"{ENV}/{verified.name}", board_copy).verified
+    assert leaderboard.verify(f"{ENV}/{verified.name}", board_copy).passed
     # a genuinely different checkpoint with better (forged) results stays unverified: it is not ranked above
     checkpoint = torch.load(submission / "checkpoint.pt", weights_only=True)
     checkpoint["learner"]["params"]["conv0.weight"] += 1e-3

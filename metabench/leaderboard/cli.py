@@ -10,7 +10,7 @@ from metabench.leaderboard.render import render_text
 from metabench.leaderboard.schema import ROOT_ENV_VAR
 from metabench.leaderboard.storage import load_entries, rebuild, root_or_default, submit
 from metabench.leaderboard.validation import check_env_id
-from metabench.leaderboard.verification import SPOT_CHECK_TASKS, check, verify
+from metabench.leaderboard.verification import AUDIT_TASKS, check, new_audit_seed, verify
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -49,16 +49,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``metabench leaderboard verify ENTRY``: re-run the stored checkpoint and mark the entry verified."""
-    report = verify(args.entry, args.root, device=args.device, progress=True)
-    print(("verified: " if report.verified else "NOT verified: ") + report.message)
-    return 0 if report.verified else 1
+    """``metabench leaderboard verify ENTRY``: the full check of the entry; on success it is marked verified."""
+    report = verify(args.entry, args.root, device=args.device)
+    print(("verified: " if report.passed else f"NOT verified: {report.entry}: ") + report.message)
+    return 0 if report.passed else 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """``metabench leaderboard check``: re-score a sample of every entry's episodes (all of unverified ones)."""
+    """``metabench leaderboard check``: validate every entry, audit its episodes (all with ``--full``), compare
+    the committed views."""
+    seed = new_audit_seed() if args.seed is None else args.seed
+    print(f"audit seed {seed} (reproduce this check with --seed {seed})", flush=True)
     failed, start = [], time.perf_counter()
-    for report in check(args.root, args.sample, args.device):
+    for report in check(args.root, seed, full=args.full, device=args.device):
         status = "ok  " if report.passed else "FAIL"
         print(f"{status} {report.entry}: {report.mode}, {report.message} ({report.seconds:.1f} s)", flush=True)
         if not report.passed:
@@ -106,9 +109,10 @@ def add_commands(subparsers: Any) -> None:
     actions = board.add_subparsers(dest="leaderboard_command", metavar="ACTION")
     verify_parser = actions.add_parser(
         "verify",
-        help="re-run an entry's stored checkpoint and mark it verified if its episodes match",
-        description="Re-evaluate an entry from its stored checkpoint (loaded with weights_only=True) and compare "
-        "the per-episode results; a match marks the entry verified.",
+        help="fully check an entry (every episode re-run; a design re-trained) and mark it verified",
+        description="Validate an entry as submit does, re-evaluate every episode from its stored checkpoint "
+        "(loaded with weights_only=True) and compare the per-episode results; on a design board, re-train the "
+        "design by the board's recipe. A pass marks the entry verified (verification.json).",
     )
     verify_parser.add_argument("entry", help="ENV_ID/NAME, NAME or the entry's folder")
     verify_parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -116,11 +120,15 @@ def add_commands(subparsers: Any) -> None:
     verify_parser.set_defaults(func=cmd_verify)
     check_parser = actions.add_parser(
         "check",
-        help="re-score a sample of every entry's episodes from its stored checkpoint (what CI runs)",
-        description="For every entry, re-score a sample of its test episodes chosen from the entry's own hash (all "
-        "episodes of entries without verification evidence) and fail on any mismatch. Writes nothing.",
+        help="validate every entry, re-score a random sample of its episodes, compare the views (what CI runs)",
+        description="For every entry: submit's validation against the registry, the duplicate checks, and a "
+        f"re-score of {AUDIT_TASKS} test tasks drawn from a fresh random seed (printed; all episodes of entries "
+        "without verification evidence); then the committed views must be the regenerated ones. Writes nothing.",
     )
-    check_parser.add_argument("--sample", type=int, default=SPOT_CHECK_TASKS, help="tasks re-scored per verified entry")
+    check_parser.add_argument("--seed", type=int, help="the audit's seed, to reproduce a check (default: fresh)")
+    check_parser.add_argument(
+        "--full", action="store_true", help="re-score every episode and re-train design boards' designs (slow)"
+    )
     check_parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     check_parser.add_argument("--root", default=argparse.SUPPRESS, help=root_help)
     check_parser.set_defaults(func=cmd_check)

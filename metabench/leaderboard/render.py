@@ -19,31 +19,43 @@ from metabench.leaderboard.schema import REPOSITORY_FILE, Entry
 
 
 def _ranked(entries: list[Entry]) -> dict[str, list[Entry]]:
-    """The entries of each board, best first (mean accuracy, else mean reward; ties by name)."""
+    """The entries of each board, best first (mean accuracy, else mean reward; ties by submission time)."""
     envs = sorted({entry.env_id for entry in entries}, key=_env_order)
     return {
         env: sorted(
             (entry for entry in entries if entry.env_id == env),
-            key=lambda entry: (-entry.score[0], -entry.summary.results.reward_mean, entry.name),
+            key=lambda entry: (-entry.score[0], -entry.results.reward_mean, entry.submission_order),
         )
         for env in envs
     }
 
 
 def seed_groups(env_entries: list[Entry]) -> list[list[Entry]]:
-    """One board's entries grouped into runs of one method that differ only in the training seed, best first.
+    """One board's entries grouped into the seeds of one submission, best first (ties: the earlier submission).
 
-    A group is the entries of one agent with the same method name, training configuration and test-time
-    transduction; it ranks by its mean score over seeds.
+    A group is the entries that differ by their training seed alone: the same agent, method name, code and paper
+    links, training configuration, budget (iterations, meta-batch, hardware), transduction and declared model
+    selection, each seed once (a repeated seed starts a group of its own); it ranks by its mean score over seeds.
     """
     groups: dict[tuple, list[Entry]] = {}
-    for entry in env_entries:
-        training = entry.summary.training
-        config = json.dumps(training.config, sort_keys=True)
-        key = (entry.record.agent, entry.record.metadata.method, config, entry.summary.transductive)
-        groups.setdefault(key, []).append(entry)
+    for entry in sorted(env_entries, key=lambda entry: entry.submission_order):
+        record, budget = entry.record, entry.record.budget
+        key = (
+            record.agent,
+            record.metadata.method,
+            str(record.metadata.code),
+            str(record.metadata.paper),
+            json.dumps(entry.summary.training.config, sort_keys=True),
+            (budget.iterations, budget.meta_batch, budget.device, budget.device_name),
+            entry.summary.transductive,
+            entry.test_selected,
+        )
+        copy = 0
+        while any(member.record.seeds.training == record.seeds.training for member in groups.get((*key, copy), [])):
+            copy += 1
+        groups.setdefault((*key, copy), []).append(entry)
     ranked = [sorted(group, key=lambda entry: entry.record.seeds.training) for group in groups.values()]
-    return sorted(ranked, key=lambda group: (-_group_score(group)[0], group[0].name))
+    return sorted(ranked, key=lambda group: (-_group_score(group)[0], min(e.submission_order for e in group)))
 
 
 def _group_score(group: list[Entry]) -> tuple[float, float, float]:
@@ -84,14 +96,15 @@ def board_tables(env_id: str, env_entries: list[Entry]) -> list[tuple[str, list[
 
 
 def protocol_text(env_entries: list[Entry]) -> str:
-    """What one score on the board is measured over, from its entries' protocol: episodes (x tasks), split, seed."""
-    protocol = env_entries[0].summary.protocol
-    episodes = f"{int(protocol['episodes']):,} test episodes"
-    if "tasks_per_step" in protocol:
-        episodes += f" × {int(protocol['tasks_per_step'])} tasks"
-    return (
-        f"{episodes} (seeds {protocol.get('episode_seed', '?')}+i), episodes sha256 {protocol['episodes_sha256'][:12]}"
-    )
+    """What one score on the board is measured over (episodes x tasks, seed, hash), from a verified entry if any:
+    the episode count is that of its stored episodes."""
+    entry = next((entry for entry in env_entries if entry.verified), env_entries[0])
+    protocol = entry.summary.protocol
+    episodes = f"{len(entry.records):,} test episodes"
+    if isinstance(protocol.get("tasks_per_step"), int):
+        episodes += f" × {protocol['tasks_per_step']} tasks"
+    sha = str(protocol.get("episodes_sha256", "?"))[:12]
+    return f"{episodes} (seeds {protocol.get('episode_seed', '?')}+i), episodes sha256 {sha}"
 
 
 def _env_order(env_id: str) -> tuple[int, int, str]:
@@ -106,7 +119,7 @@ def _env_order(env_id: str) -> tuple[int, int, str]:
 def _row(rank: int, group: list[Entry]) -> dict[str, str]:
     """A table row for one entry, or for the seeds of one method (mean over seeds, across-seed s.d.)."""
     entry = group[0]
-    results = entry.summary.results
+    results = entry.results
     budget = entry.record.budget
     accuracy = results.accuracy_mean is not None
     mean, ci, spread = _group_score(group)
@@ -125,8 +138,8 @@ def _row(rank: int, group: list[Entry]) -> dict[str, str]:
     if len(group) > 1:
         unit = " %" if accuracy else ""
         seeds += f" (s.d. {100 * spread:.2f}{unit})" if accuracy else f" (s.d. {spread:.4f})"
-    reward = np.mean([member.summary.results.reward_mean for member in group])
-    reward_ci = np.mean([member.summary.results.reward_ci95 for member in group])
+    reward = np.mean([member.results.reward_mean for member in group])
+    reward_ci = np.mean([member.results.reward_ci95 for member in group])
     return {
         "rank": str(rank),
         "method": entry.record.metadata.method,
@@ -265,7 +278,7 @@ def render_html(entries: list[Entry]) -> str:
         if not env_entries:
             body.append('<p class="empty">No entries yet.</p></section>')
             continue
-        accuracy = env_entries[0].summary.results.accuracy_mean is not None
+        accuracy = env_entries[0].results.accuracy_mean is not None
         body.append(f'<p class="protocol">Protocol: {html.escape(protocol_text(env_entries))}.</p>')
         for title, table_groups in board_tables(env_id, env_entries):
             body.append(f"<h3>{html.escape(title)}</h3>")

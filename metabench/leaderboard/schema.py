@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,12 +28,18 @@ import metabench
 ROOT_ENV_VAR = "METABENCH_LEADERBOARD"
 ENTRY_FORMAT = "metabench-leaderboard-entry/1"
 VERIFICATION_FORMAT = "metabench-leaderboard-verification/1"
-ENTRY_FILES = ("summary.json", "episodes.jsonl", "checkpoint.pt")
 #: Size limits of the submitted files, checked before a file is read, and the deepest nesting of its JSON.
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
 MAX_SUMMARY_BYTES = 1024 * 1024
 MAX_EPISODES_BYTES = 16 * 1024 * 1024
+#: The files of an entry that ``entry.json`` hashes, with their size limits.
+ENTRY_FILES = {
+    "summary.json": MAX_SUMMARY_BYTES,
+    "episodes.jsonl": MAX_EPISODES_BYTES,
+    "checkpoint.pt": MAX_CHECKPOINT_BYTES,
+}
 MAX_METADATA_BYTES = 64 * 1024
+MAX_ENTRY_BYTES = 1024 * 1024
 MAX_TEST_RUNS_BYTES = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 32
 SUMMARY_REL_TOL = 1e-9
@@ -234,7 +241,8 @@ class EntryRecord(_Strict):
     format: Literal["metabench-leaderboard-entry/1"]
     name: str
     env_id: str
-    submitted: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    #: UTC submission time (``2026-12-01T23:59:59Z``; a date alone for entries submitted before times were kept).
+    submitted: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}Z)?$")]
     metadata: Metadata
     agent: str
     transductive: bool
@@ -283,6 +291,8 @@ class Entry:
     summary: Summary
     verification: Verification | None = None
     problems: tuple[str, ...] = field(default=())
+    #: The per-episode records of ``episodes.jsonl``: every number shown is computed from them.
+    records: tuple[EpisodeRecord, ...] = field(default=())
 
     @property
     def name(self) -> str:
@@ -297,14 +307,27 @@ class Entry:
         return self.verification is not None and self.verification.verified and not self.problems
 
     @property
+    def submission_order(self) -> tuple[str, str]:
+        """When the entry was submitted (then its name, for entries of one day before times were kept): what
+        ranks ties and decides which of two duplicates came first."""
+        return self.record.submitted, self.name
+
+    @property
     def test_selected(self) -> bool:
         """Declared to have used the test split for model selection: shown flagged "test-selected"."""
         return self.record.metadata.test_data_for_model_selection
 
+    @cached_property
+    def results(self) -> Results:
+        """Means and 95% CIs recomputed from :attr:`records` (never read from ``summary.json``)."""
+        from metabench.leaderboard.validation import recompute_results
+
+        return Results.model_validate(recompute_results(list(self.records)))
+
     @property
     def score(self) -> tuple[float, float]:
-        """The ranked metric (mean accuracy, else mean reward) and its 95% CI half-width."""
-        results = self.summary.results
+        """The ranked metric (mean accuracy, else mean reward) and its 95% CI half-width, from the episodes."""
+        results = self.results
         if results.accuracy_mean is not None:
             return results.accuracy_mean, results.accuracy_ci95 or 0.0
         return results.reward_mean, results.reward_ci95

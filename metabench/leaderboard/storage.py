@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -30,15 +29,19 @@ from typing import Any
 from pydantic import ValidationError
 
 import metabench
-from metabench.leaderboard.files import json_bytes, locked, read_file, sha256_bytes, write_atomic
+from metabench.leaderboard.files import json_bytes, locked, read_submitted_file, sha256_bytes, write_atomic
 from metabench.leaderboard.render import render_views
 from metabench.leaderboard.schema import (
+    CROSS_DEVICE_REWARD_ATOL,
     ENTRY_FILES,
     ENTRY_FORMAT,
+    MAX_ENTRY_BYTES,
+    REWARD_RTOL,
     ROOT_ENV_VAR,
     Budget,
     Entry,
     EntryRecord,
+    EpisodeRecord,
     LeaderboardError,
     Seeds,
     Summary,
@@ -46,7 +49,19 @@ from metabench.leaderboard.schema import (
     error_lines,
     validation_message,
 )
-from metabench.leaderboard.validation import Submission, check_name, parse_summary, validate_submission
+from metabench.leaderboard.validation import (
+    Submission,
+    check_name,
+    check_results,
+    check_transductive,
+    compare_records,
+    load_checkpoint_dict,
+    parse_episodes,
+    parse_json,
+    parse_summary,
+    scored_queries,
+    validate_submission,
+)
 
 
 def default_root() -> Path:
@@ -108,30 +123,47 @@ def _entry_record(submission: Submission, submitted: str) -> EntryRecord:
 
 
 def load_entry(path: Path) -> Entry:
-    """Read a stored entry; integrity problems (a file changed since submission) are listed in ``problems``."""
+    """Read a stored entry, every file as untrusted as a submission's (regular files within their limits, strict
+    JSON, safe folder names); what changed since submission, or disagrees within the entry (a summary that is
+    not what its episodes give, an edited budget, a wrong ``transductive`` flag), is listed in ``problems``."""
+    check_name(path.parent.name, "env folder name")
+    check_name(path.name, "entry folder name")
+    entry_bytes = read_submitted_file(path / "entry.json", f"{path.name}/entry.json", MAX_ENTRY_BYTES)
     try:
-        record = EntryRecord.model_validate_json(read_file(path / "entry.json", "entry.json"))
+        record = EntryRecord.model_validate(parse_json(entry_bytes, f"{path.name}/entry.json"))
     except ValidationError as error:
         raise LeaderboardError(validation_message(f"{path / 'entry.json'}", error)) from None
     if record.name != path.name or record.env_id != path.parent.name:
         raise LeaderboardError(f"{path}/entry.json names {record.env_id}/{record.name}: it was moved or edited")
-    summary_bytes = read_file(path / "summary.json", f"{path.name}/summary.json")
-    summary = parse_summary(summary_bytes)
+    content = {name: read_submitted_file(path / name, f"{path.name}/{name}", cap) for name, cap in ENTRY_FILES.items()}
+    summary = parse_summary(content["summary.json"])
+    records = parse_episodes(content["episodes.jsonl"], summary)
     problems = []
     if any(getattr(record, key) != value for key, value in _derived(summary).items()):
         problems.append("entry.json disagrees with summary.json (budget, seeds, agent or command edited)")
-    for file in ENTRY_FILES:
-        target = path / file
-        if target.is_symlink():
-            problems.append(f"{file} is a symbolic link")
-        elif not target.is_file():
-            problems.append(f"{file} is missing")
-        elif sha256_bytes(target.read_bytes()) != record.files.get(file):
-            problems.append(f"{file} was modified after submission (sha256 differs from entry.json)")
-    verification = None
-    if (path / "verification.json").is_file():
+    problems += [
+        f"{file} was modified after submission (sha256 differs from entry.json)"
+        for file in ENTRY_FILES
+        if sha256_bytes(content[file]) != record.files.get(file)
+    ]
+    for consistent in (lambda: check_results(summary, records), lambda: check_transductive(summary)):
         try:
-            verification = Verification.model_validate_json((path / "verification.json").read_bytes())
+            consistent()
+        except LeaderboardError as error:
+            problems.append(str(error))
+    selection = record.selection
+    if selection is not None and selection.checkpoints_tested > 1 and not record.metadata.test_data_for_model_selection:
+        problems.append(
+            f"entry.json records test runs of {selection.checkpoints_tested} checkpoints but declares no model "
+            "selection on test"
+        )
+    verification = None
+    if (path / "verification.json").is_symlink() or (path / "verification.json").exists():
+        try:
+            verification_bytes = read_submitted_file(path / "verification.json", "verification.json", MAX_ENTRY_BYTES)
+            verification = Verification.model_validate(parse_json(verification_bytes, "verification.json"))
+        except LeaderboardError as error:
+            problems.append(str(error))
         except ValidationError as error:
             problems.append("verification.json: " + "; ".join(error_lines(error)))
         else:
@@ -140,32 +172,36 @@ def load_entry(path: Path) -> Entry:
                 record.files.get("episodes.jsonl"),
             ):
                 problems.append("verification.json is for other files")
-    return Entry(path, record, summary, verification, tuple(problems))
+    return Entry(path, record, summary, verification, tuple(problems), tuple(records))
+
+
+def entry_folders(root: str | Path | None = None, env_id: str | None = None) -> list[Path]:
+    """The entry folders under ``root`` (``<env id>/<entry>``, hidden ones skipped; of one env), sorted."""
+    root = root_or_default(root)
+    if not root.is_dir():
+        return []
+    return [
+        entry_dir
+        for env_dir in sorted(root.iterdir())
+        if env_dir.is_dir() and not env_dir.name.startswith(".") and env_id in (None, env_dir.name)
+        for entry_dir in sorted(env_dir.iterdir())
+        if entry_dir.is_dir() and not entry_dir.name.startswith(".")
+    ]
 
 
 def load_entries(root: str | Path | None = None, env_id: str | None = None) -> list[Entry]:
     """Every stored entry under ``root`` (or of one env), in a fixed order (env, name)."""
-    root = root_or_default(root)
-    entries = []
-    if not root.is_dir():
-        return entries
-    for env_dir in sorted(root.iterdir()):
-        if not env_dir.is_dir() or env_dir.name.startswith(".") or (env_id is not None and env_dir.name != env_id):
-            continue
-        for entry_dir in sorted(env_dir.iterdir()):
-            if entry_dir.is_dir() and not entry_dir.name.startswith("."):
-                entries.append(load_entry(entry_dir))
-    return entries
+    return [load_entry(path) for path in entry_folders(root, env_id)]
 
 
 def weights_fingerprint(checkpoint: bytes) -> Counter[str]:
     """What a checkpoint holds, as a multiset of sha256: one per tensor of its learner state (dtype, shape,
     values), one per other value there, and one for its agent and configuration (where an open-loop agent
     keeps its candidate). Names and order are ignored, so renaming, reordering, re-saving or adding keys does
-    not change it."""
+    not change it. Loaded by :func:`load_checkpoint_dict` (a tensor viewing more than its storage is refused)."""
     import torch
 
-    content = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=True)
+    content = load_checkpoint_dict(checkpoint, "checkpoint.pt")
     fingerprint: Counter[str] = Counter()
     identity = json.dumps(
         {"agent": content.get("agent"), "config": content.get("config")}, sort_keys=True, default=repr
@@ -193,24 +229,51 @@ def weights_fingerprint(checkpoint: bytes) -> Counter[str]:
     return fingerprint
 
 
-def _check_duplicates(submission: Submission, entries: list[Entry], root: Path) -> None:
-    """Refuse results or a checkpoint already on the board (by content: the same tensors, however stored), and
-    a name already taken."""
-    episodes = sha256_bytes(submission.files["episodes.jsonl"])
-    weights = weights_fingerprint(submission.files["checkpoint.pt"])
-    for entry in entries:
-        if entry.env_id != submission.env_id:
+def same_behaviour(records: list[EpisodeRecord], other: list[EpisodeRecord], queries: int) -> bool:
+    """Whether two entries' per-episode results agree as a re-run of one checkpoint on another device would:
+    every reward within ``CROSS_DEVICE_REWARD_ATOL + REWARD_RTOL * |reward|``, accuracies within one query in
+    at most 1% of the episodes (:func:`compare_records`)."""
+    rerun = [record.model_dump(exclude_none=True) for record in records]
+    return len(records) == len(other) and compare_records(other, rerun, queries, CROSS_DEVICE_REWARD_ATOL)[0]
+
+
+def duplicate_of(
+    env_id: str, files: dict[str, bytes], records: list[EpisodeRecord], queries: int, earlier: list[Entry]
+) -> tuple[Entry, str] | None:
+    """The first of the ``earlier`` entries on its board that an entry of ``env_id`` with these ``files`` and
+    ``records`` duplicates (the same episodes file, the same weights by content, or the same behaviour), and
+    why; None if there is none."""
+    episodes = sha256_bytes(files["episodes.jsonl"])
+    weights = weights_fingerprint(files["checkpoint.pt"])
+    for entry in earlier:
+        if entry.env_id != env_id:
             continue
+        label = f"{entry.env_id}/{entry.name}"
         if entry.record.files.get("episodes.jsonl") == episodes:
-            raise LeaderboardError(
-                f"duplicate: {entry.env_id}/{entry.name} already holds these exact per-episode results"
-            )
-        stored = weights_fingerprint((entry.path / "checkpoint.pt").read_bytes())
+            return entry, f"duplicate: {label} already holds these exact per-episode results"
+        try:
+            stored = weights_fingerprint((entry.path / "checkpoint.pt").read_bytes())
+        except LeaderboardError:  # a broken stored checkpoint fails its own check; it blocks no one else
+            stored = Counter()
         if stored and (not stored - weights or not weights - stored):
-            raise LeaderboardError(
-                f"duplicate: {entry.env_id}/{entry.name} already holds this checkpoint's weights (compared by "
-                "content: extra keys, renamed or re-saved tensors do not make a checkpoint new)"
+            return entry, (
+                f"duplicate: {label} already holds this checkpoint's weights (compared by content: extra keys, "
+                "renamed or re-saved tensors do not make a checkpoint new)"
             )
+        if same_behaviour(records, list(entry.records), queries):
+            return entry, (
+                f"duplicate: {label} already holds these per-episode results (every reward within "
+                f"{CROSS_DEVICE_REWARD_ATOL:g} + {REWARD_RTOL:g}·|reward|): a copy of its weights, however altered"
+            )
+    return None
+
+
+def _check_duplicates(submission: Submission, entries: list[Entry], root: Path) -> None:
+    """Refuse a submission that duplicates an entry on its board (:func:`duplicate_of`), or a taken name."""
+    queries = scored_queries(submission.summary.protocol)
+    duplicate = duplicate_of(submission.env_id, submission.files, submission.records, queries, entries)
+    if duplicate is not None:
+        raise LeaderboardError(duplicate[1])
     if (root / submission.env_id / submission.name).exists():
         raise LeaderboardError(f"an entry named {submission.env_id}/{submission.name} already exists; choose --name")
 
@@ -222,12 +285,13 @@ def submit(
     root: str | Path | None = None,
     checkpoint: str | Path | None = None,
     name: str | None = None,
-    today: str | None = None,
+    submitted: str | None = None,
 ) -> Entry:
     """Validate the evaluation in ``path``, store it as a new entry and re-render the views.
 
     ``metadata`` (method, code, paper, test_data_for_model_selection, train_command, notes)
-    overrides ``path/metadata.json``. Nothing under ``root`` changes unless every check passes.
+    overrides ``path/metadata.json``; ``submitted`` (default: now, UTC) is recorded. Nothing under ``root``
+    changes unless every check passes.
     """
     root = root_or_default(root)
     submission = validate_submission(path, metadata, checkpoint=checkpoint, name=name)
@@ -235,8 +299,10 @@ def submit(
     with locked(root):
         entries = load_entries(root)
         _check_duplicates(submission, entries, root)
-        record = _entry_record(submission, today or datetime.date.today().isoformat())
-        entry = Entry(root / submission.env_id / submission.name, record, submission.summary)
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        record = _entry_record(submission, submitted or now)
+        path = root / submission.env_id / submission.name
+        entry = Entry(path, record, submission.summary, records=tuple(submission.records))
         views = render_views([*entries, entry])
         _store(root, entry.path, {**submission.files, "entry.json": json_bytes(record.model_dump(mode="json"))})
         write_views(root, views)
@@ -272,13 +338,11 @@ def resolve_entry(entry: str | Path, root: str | Path | None = None) -> Path:
     if "\0" in text:
         raise LeaderboardError("entry contains a NUL byte")
     candidate = Path(text)
-    if root is None and (candidate / "entry.json").is_file():
-        return candidate.resolve()
     base = root_or_default(root).resolve()
     if candidate.is_dir() and (candidate / "entry.json").is_file():
         resolved = candidate.resolve()
-        if base not in resolved.parents:
-            raise LeaderboardError(f"{candidate} is not inside the leaderboard root {base}")
+        if resolved.parent.parent != base:
+            raise LeaderboardError(f"{candidate} is not an entry folder of the leaderboard root {base} (give --root)")
         return resolved
     parts = text.split("/")
     if len(parts) == 2:

@@ -25,9 +25,10 @@ import numpy as np
 from pydantic import ValidationError
 
 import metabench
-from metabench.evaluation import TEST_EPISODES, TEST_RUNS_FILE, mean_ci95, read_test_runs
+from metabench.evaluation import TEST_RUNS_FILE, mean_ci95, read_test_runs
 from metabench.leaderboard.files import check_submitted_file, read_submitted_file, sha256_bytes
 from metabench.leaderboard.schema import (
+    ACCURACY_FLIP_FRACTION,
     ENTRY_NAME,
     MAX_CHECKPOINT_BYTES,
     MAX_EPISODES_BYTES,
@@ -35,6 +36,8 @@ from metabench.leaderboard.schema import (
     MAX_METADATA_BYTES,
     MAX_SUMMARY_BYTES,
     MAX_TEST_RUNS_BYTES,
+    REWARD_ATOL,
+    REWARD_RTOL,
     SUMMARY_REL_TOL,
     VERSIONED_ID,
     EpisodeRecord,
@@ -97,6 +100,46 @@ class Submission:
     @property
     def env_id(self) -> str:
         return self.summary.env_id
+
+
+def compare_records(
+    stored: list[EpisodeRecord], rerun: list[dict[str, Any]], queries: int, reward_atol: float = REWARD_ATOL
+) -> tuple[bool, dict[str, Any]]:
+    """Compare per-episode results: every reward within ``reward_atol + REWARD_RTOL * |reward|``, their mean
+    signed difference within the same-device tolerance whatever ``reward_atol`` (rounding averages out, a
+    forgery in the submitter's favour does not), and accuracies within one query in <= 1% of the episodes."""
+    by_episode = {record.episode: record for record in stored}
+    signed, accuracy_flips, mismatched = [], 0, []
+    for new in rerun:
+        old = by_episode.get(new["episode"])
+        if old is None:
+            mismatched.append(new["episode"])
+            continue
+        signed.append(new["reward"] - old.reward)
+        ok = abs(signed[-1]) <= reward_atol + REWARD_RTOL * abs(old.reward)
+        if old.accuracy is not None:
+            accuracy_diff = abs(new.get("accuracy", math.nan) - old.accuracy)
+            if accuracy_diff > 1e-6:
+                accuracy_flips += 1
+                ok = ok and accuracy_diff <= 1 / max(queries, 1) + 1e-6
+        if not ok:
+            mismatched.append(new["episode"])
+    mean_diff = float(np.mean(signed)) if signed else 0.0
+    mean_tolerance = REWARD_ATOL + REWARD_RTOL * float(np.mean([abs(record.reward) for record in stored] or [0.0]))
+    details = {
+        "episodes": len(rerun),
+        "mismatched_episodes": len(mismatched),
+        "first_mismatches": mismatched[:5],
+        "max_reward_abs_diff": max(map(abs, signed), default=0.0),
+        "mean_reward_diff": mean_diff,
+        "mean_reward_tolerance": mean_tolerance,
+        "accuracy_differences": accuracy_flips,
+        "reward_atol": reward_atol,
+    }
+    matches = (
+        not mismatched and accuracy_flips <= ACCURACY_FLIP_FRACTION * len(rerun) and abs(mean_diff) <= mean_tolerance
+    )
+    return matches, details
 
 
 def _not_finite(text: str) -> float:
@@ -170,10 +213,20 @@ def check_protocol(summary: Summary) -> None:
         )
 
 
+def protocol_count(protocol: dict[str, Any], key: str, default: int | None = None) -> int:
+    """``protocol[key]`` as a positive integer (``default`` if absent and given), else a :class:`LeaderboardError`."""
+    value = protocol.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LeaderboardError(f"summary.json protocol.{key} is {value!r}: it must be a positive integer")
+    return value
+
+
 def scored_queries(protocol: dict[str, Any]) -> int:
     """Queries behind one episode's accuracy: ``n_way * n_query``, times the tasks an episode scores (MetaAugment)."""
-    per_task = int(protocol.get("n_way", 0)) * int(protocol.get("n_query", 0))
-    return per_task * int(protocol.get("tasks_per_step", 1))
+    if protocol.get("dataset") != "omniglot":
+        return 0
+    per_task = protocol_count(protocol, "n_way") * protocol_count(protocol, "n_query")
+    return per_task * protocol_count(protocol, "tasks_per_step", 1)
 
 
 def parse_episodes(content: bytes, summary: Summary) -> list[EpisodeRecord]:
@@ -198,7 +251,7 @@ def parse_episodes(content: bytes, summary: Summary) -> list[EpisodeRecord]:
     if problems:
         raise LeaderboardError("episodes.jsonl has invalid records:\n  - " + "\n  - ".join(problems))
 
-    expected = int(summary.protocol.get("episodes", TEST_EPISODES))
+    expected = protocol_count(summary.protocol, "episodes")
     counts = Counter(record.episode for record in records)
     duplicated = sorted(episode for episode, count in counts.items() if count > 1)
     missing = sorted(set(range(expected)) - set(counts))
@@ -255,7 +308,29 @@ def check_results(summary: Summary, records: list[EpisodeRecord]) -> None:
             )
 
 
-def _load_checkpoint_dict(content: bytes, where: str) -> dict[str, Any]:
+def check_tensors(value: Any, where: str) -> None:
+    """Refuse any tensor in ``value`` (nested dicts, lists, tuples) that views more elements than its storage
+    holds (a stride-0 ``expand``: materialising it could take terabytes), before anything is copied."""
+    import torch
+
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            needed = item.numel() * item.element_size()
+            if needed > MAX_CHECKPOINT_BYTES or needed > item.untyped_storage().nbytes():
+                raise LeaderboardError(
+                    f"{where} holds a {tuple(item.shape)} tensor viewing {item.untyped_storage().nbytes()} bytes "
+                    "of storage (an expanded or strided view): save plain tensors (.contiguous().clone())"
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def load_checkpoint_dict(content: bytes, where: str) -> dict[str, Any]:
+    """A checkpoint's content, loaded with ``torch.load(weights_only=True)`` and checked by :func:`check_tensors`."""
     import io
 
     import torch
@@ -264,6 +339,7 @@ def _load_checkpoint_dict(content: bytes, where: str) -> dict[str, Any]:
         checkpoint = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or unsafe files
         raise LeaderboardError(f"{where} is not a safely loadable checkpoint (weights_only=True): {error}") from None
+    check_tensors(checkpoint, where)
     return checkpoint if isinstance(checkpoint, dict) else {}
 
 
@@ -281,7 +357,7 @@ def check_checkpoint(content: bytes, summary: Summary, where: str = "checkpoint"
             f"{where} has sha256 {digest}, but summary.json evaluated {summary.checkpoint.sha256}: "
             "submit the checkpoint that was evaluated (--checkpoint FILE)"
         )
-    checkpoint = _load_checkpoint_dict(content, where)
+    checkpoint = load_checkpoint_dict(content, where)
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise LeaderboardError(f"{where} is not a metabench checkpoint (format {CHECKPOINT_FORMAT})")
     try:
@@ -311,7 +387,10 @@ def check_transductive(summary: Summary) -> None:
     from metabench.learners import available, load_learner_class
 
     if summary.agent in available():
-        learner_class = load_learner_class(summary.agent)
+        try:
+            learner_class = load_learner_class(summary.agent)
+        except (ValueError, ImportError) as error:
+            raise LeaderboardError(f"learner {summary.agent!r} does not load: {error}") from None
         if learner_class.transductive != summary.transductive:
             raise LeaderboardError(
                 f"summary.json says transductive={summary.transductive}, but {summary.agent} is "
@@ -378,6 +457,21 @@ def _find_checkpoint(path: Path, summary: Summary, checkpoint: str | Path | None
     )
 
 
+def check_evaluation(
+    summary: Summary, episodes: bytes, checkpoint: bytes, where: str = "checkpoint"
+) -> list[EpisodeRecord]:
+    """What ``submit`` and ``check`` both require of an evaluation (returns its parsed episodes): a registered
+    env id, the registry's protocol, the protocol's episodes each once, a summary exactly what they give, the
+    learner's own ``transductive`` flag, and the evaluated checkpoint, safely loadable and matching."""
+    check_env_id(summary.env_id)
+    check_protocol(summary)
+    records = parse_episodes(episodes, summary)
+    check_results(summary, records)
+    check_transductive(summary)
+    check_checkpoint(checkpoint, summary, where)
+    return records
+
+
 def validate_submission(
     path: str | Path,
     metadata: dict[str, Any] | None = None,
@@ -396,13 +490,9 @@ def validate_submission(
     entry_metadata = gather_metadata(path, metadata or {})
     if name is not None:
         check_name(name)
-    check_protocol(summary)
-    records = parse_episodes(episodes_bytes, summary)
-    check_results(summary, records)
-    check_transductive(summary)
     checkpoint_path = _find_checkpoint(path, summary, checkpoint)
     checkpoint_bytes = read_submitted_file(checkpoint_path, "checkpoint", MAX_CHECKPOINT_BYTES)
-    check_checkpoint(checkpoint_bytes, summary, str(checkpoint_path))
+    records = check_evaluation(summary, episodes_bytes, checkpoint_bytes, str(checkpoint_path))
     selection = check_selection(checkpoint_path.parent, entry_metadata, summary.checkpoint.sha256)
     entry_name = name or f"{slug(entry_metadata.method)}-{sha256_bytes(episodes_bytes)[:10]}"
     check_name(entry_name)

@@ -1,193 +1,78 @@
 """Verification: re-run an entry's stored checkpoint and compare the per-episode results with the stored ones.
 
-:func:`verify` loads the checkpoint with ``torch.load(weights_only=True)``, re-evaluates it on the
-registered protocol and, when every episode matches within the tolerances of :mod:`.schema`, writes
-``verification.json``: the evidence of a full re-run, and re-renders the views.
-
-:func:`check` is what CI runs on every change (``metabench leaderboard check``): it re-scores, for every
-entry, a sample of its episodes drawn from the entry's own hash (:func:`spot_check_episodes`: it differs
-per entry and changes whenever the entry does), and all of the episodes of an entry without such
-evidence. Any mismatch fails the check; it writes nothing.
+:func:`check_entry` is what CI runs on every entry (``metabench leaderboard check``): ``submit``'s validation
+of the stored files against the registry (:func:`~metabench.leaderboard.validation.check_evaluation`), the
+duplicate checks against the entries submitted before it, then an **audit**: a re-score of episodes drawn
+from a fresh random seed (:func:`new_audit_seed`, printed so a failure can be reproduced with ``--seed``),
+never from anything the submitter writes, in the numbers :func:`audit_episodes` takes from the registered
+protocol. ``full`` re-scores every episode and re-trains a design board's design by the board's recipe
+(:func:`check_design`). :func:`verify` is the full check of one entry and, when it passes, writes
+``verification.json`` and re-renders the views. :func:`check` checks every entry and the committed views.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
+import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metabench.evaluation import CHUNK
-from metabench.leaderboard.files import json_bytes, locked, write_atomic
+from metabench.leaderboard.files import json_bytes, locked, read_submitted_file, write_atomic
 from metabench.leaderboard.render import render_views
 from metabench.leaderboard.schema import (
-    ACCURACY_FLIP_FRACTION,
     CROSS_DEVICE_REWARD_ATOL,
+    ENTRY_FILES,
     REWARD_ATOL,
-    REWARD_RTOL,
     VERIFICATION_FORMAT,
     Entry,
-    EpisodeRecord,
     LeaderboardError,
     Verification,
 )
-from metabench.leaderboard.storage import load_entries, load_entry, resolve_entry, write_views
-from metabench.leaderboard.validation import check_checkpoint, parse_episodes, scored_queries
+from metabench.leaderboard.storage import duplicate_of, entry_folders, load_entries, load_entry, resolve_entry
+from metabench.leaderboard.validation import check_evaluation, compare_records, scored_queries
+
+#: Tasks an audit re-scores per entry: that many episodes of the one-task-per-episode boards (drawn uniformly
+#: without replacement from the protocol's), and ceil(AUDIT_TASKS / tasks_per_step) episodes where an episode
+#: scores several tasks (MetaAugment v1: 4 of its 32 episodes). A forgery of a fraction f of an entry's
+#: episodes escapes one audit of n episodes with probability C(N - fN, n) / C(N, n) <= (1 - f) ** n.
+AUDIT_TASKS = 100
+#: A design board's design, re-trained by its recipe (``full``), must score within this much mean accuracy of
+#: the stored checkpoint on the protocol's episodes: re-training on another machine may round differently.
+RETRAIN_ACCURACY_TOL = 0.02
 
 
-@dataclass
-class VerificationReport:
-    """The outcome of re-running an entry's checkpoint."""
-
-    entry: str
-    verified: bool
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
+def new_audit_seed() -> int:
+    """A fresh 63-bit seed from the operating system's randomness (``secrets``): one per CI run."""
+    return secrets.randbits(63)
 
 
-def compare_records(
-    stored: list[EpisodeRecord], rerun: list[dict[str, Any]], queries: int, reward_atol: float = REWARD_ATOL
-) -> tuple[bool, dict[str, Any]]:
-    """Compare per-episode results; rewards within float tolerance, accuracies within one query in <= 1% of episodes."""
-    by_episode = {record.episode: record for record in stored}
-    reward_diffs, accuracy_flips, mismatched = [], 0, []
-    for new in rerun:
-        old = by_episode.get(new["episode"])
-        if old is None:
-            mismatched.append(new["episode"])
-            continue
-        diff = abs(new["reward"] - old.reward)
-        reward_diffs.append(diff)
-        ok = diff <= reward_atol + REWARD_RTOL * abs(old.reward)
-        if old.accuracy is not None:
-            accuracy_diff = abs(new.get("accuracy", math.nan) - old.accuracy)
-            if accuracy_diff > 1e-6:
-                accuracy_flips += 1
-                ok = ok and accuracy_diff <= 1 / max(queries, 1) + 1e-6
-        if not ok:
-            mismatched.append(new["episode"])
-    details = {
-        "episodes": len(rerun),
-        "mismatched_episodes": len(mismatched),
-        "first_mismatches": mismatched[:5],
-        "max_reward_abs_diff": max(reward_diffs, default=0.0),
-        "accuracy_differences": accuracy_flips,
-        "reward_atol": reward_atol,
-    }
-    matches = not mismatched and accuracy_flips <= ACCURACY_FLIP_FRACTION * len(rerun)
-    return matches, details
+def registered_protocol(env_id: str) -> dict[str, Any]:
+    """The registry's test protocol of ``env_id`` as ``summary.json`` stores it (tuples as lists)."""
+    from metabench.evaluation import test_protocol
+
+    return json.loads(json.dumps(test_protocol(env_id)))
 
 
-def verify(
-    entry: str | Path, root: str | Path | None = None, device: str = "cpu", progress: bool = False
-) -> VerificationReport:
-    """Re-run the evaluation from the entry's stored checkpoint and mark the entry verified if the episodes match.
-
-    The checkpoint is loaded with ``torch.load(weights_only=True)``; only learners registered in the
-    ``metabench.learners`` entry-point group are rebuilt. A mismatch leaves the entry untouched.
-    """
-    from metabench.evaluation import evaluate
-    from metabench.learners import available
-    from metabench.training import load_checkpoint
-
-    path = resolve_entry(entry, root)
-    root_path = path.parent.parent
-    stored = load_entry(path)
-    label = f"{stored.env_id}/{stored.name}"
-
-    def refused(message: str, **details: Any) -> VerificationReport:
-        return VerificationReport(label, False, message, details)
-
-    if stored.problems:
-        return refused("; ".join(stored.problems))
-    summary = stored.summary
-    if summary.agent not in available():
-        return refused(f"learner {summary.agent!r} is not registered here; install the package that provides it")
-    records = parse_episodes((path / "episodes.jsonl").read_bytes(), summary)
-    try:
-        # Safe load and consistency with the summary first: the learner rebuilt is the registered one it names.
-        check_checkpoint((path / "checkpoint.pt").read_bytes(), summary, "the stored checkpoint")
-        learner, _ = load_checkpoint(path / "checkpoint.pt", device, agent=summary.agent)
-    except LeaderboardError as error:
-        return refused(str(error))
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        return refused(f"the stored checkpoint does not load: {error}")
-    queries = scored_queries(summary.protocol)
-    cross_device = str(device).split(":")[0] != summary.run.device.split(":")[0]
-    reward_atol = CROSS_DEVICE_REWARD_ATOL if cross_device else REWARD_ATOL
-    # The seeded list is drawn CHUNK episodes at a time, so a short run re-scores exactly its first
-    # episodes: a forged entry is caught in seconds, before the full re-run.
-    total = int(summary.protocol["episodes"])
-    for n_episodes in (min(CHUNK, total), total):
-        rerun_summary, rerun = evaluate(learner, stored.env_id, n_episodes=n_episodes, device=device, progress=progress)
-        rerun_summary = json.loads(json.dumps(rerun_summary))  # as summary.json stores it (tuples -> lists)
-        ignored = ("episodes", "episodes_sha256")  # compared once the full list has been re-run
-        protocol = {key: value for key, value in rerun_summary["protocol"].items() if key not in ignored}
-        claimed = {key: value for key, value in summary.protocol.items() if key not in ignored}
-        if protocol != claimed:
-            return refused("the registry's protocol changed since this entry was submitted")
-        matches, details = compare_records(records, rerun, queries, reward_atol)
-        if not matches:
-            return refused(
-                f"re-running the checkpoint does not reproduce the stored episodes: {details['mismatched_episodes']} "
-                f"of {details['episodes']} episodes differ (first: {details['first_mismatches']}), "
-                f"{details['accuracy_differences']} accuracies differ, max reward difference "
-                f"{details['max_reward_abs_diff']:.3g}",
-                **details,
-            )
-    if rerun_summary["protocol"] != summary.protocol:
-        return refused("the re-run drew different test episodes (episodes_sha256 differs)")
-    verification = {
-        "format": VERIFICATION_FORMAT,
-        "verified": True,
-        "checkpoint_sha256": stored.record.files["checkpoint.pt"],
-        "episodes_sha256": stored.record.files["episodes.jsonl"],
-        "device": rerun_summary["run"]["device"],
-        "device_name": rerun_summary["run"]["device_name"],
-        "torch_version": rerun_summary["run"]["torch_version"],
-        "metabench_version": rerun_summary["run"]["metabench_version"],
-        **details,
-    }
-    Verification.model_validate(verification)
-    with locked(root_path):
-        write_atomic(path / "verification.json", json_bytes(verification))
-        write_views(root_path, render_views(load_entries(root_path)))
-    return VerificationReport(label, True, f"{label}: {details['episodes']} episodes reproduced on {device}", details)
-
-
-#: Tasks a spot check re-scores per entry (at least; all of a shorter protocol). Few-shot boards are re-scored
-#: in whole blocks of the evaluation's CHUNK = 25 episodes, the blocks the protocol is scored in, so the re-run
-#: is bit for bit the stored one; multi-step boards episode by episode (MetaAugment: 32 tasks an episode).
-#: An entry forged in a fraction f of its blocks (episodes) escapes with probability about (1 - f) ** 2.
-SPOT_CHECK_TASKS = 50
-
-
-def spot_check_episodes(entry: Entry, tasks: int = SPOT_CHECK_TASKS) -> list[int]:
-    """The episodes a check re-scores for ``entry``: whole ``CHUNK`` blocks (few-shot boards) or single episodes
-    (multi-step boards) covering ``tasks`` tasks, drawn by a generator seeded with the sha256 of the entry's
-    ``entry.json`` content (which hashes every file), so they differ per entry and move with any edit."""
-    protocol = entry.summary.protocol
+def audit_episodes(env_id: str, label: str, seed: int, tasks: int = AUDIT_TASKS) -> list[int]:
+    """The episodes an audit with ``seed`` re-scores for the entry ``label`` (``ENV_ID/NAME``): episode count
+    and tasks per episode come from the registered protocol, the draw from ``seed`` and the label alone."""
+    protocol = registered_protocol(env_id)
     total = int(protocol["episodes"])
-    # few-shot boards, and design boards (MetaNAS) whose trained learner is scored on a few-shot env
-    batched = entry.env_id.startswith(("MetaOmniglot-", "MetaSinusoid-")) or "test_recipe" in protocol
-    size = CHUNK if batched else 1
-    units = -(-total // size)
-    wanted = -(-tasks // (size * int(protocol.get("tasks_per_step", 1))))
-    digest = hashlib.sha256(json_bytes(entry.record.model_dump(mode="json"))).digest()
-    generator = np.random.default_rng(int.from_bytes(digest[:8], "big"))
-    chosen = generator.choice(units, size=min(units, max(1, wanted)), replace=False)
-    return sorted(i for unit in chosen.tolist() for i in range(unit * size, min((unit + 1) * size, total)))
+    size = min(total, -(-tasks // int(protocol.get("tasks_per_step", 1))))
+    stream = int.from_bytes(hashlib.sha256(label.encode()).digest()[:8], "big")
+    generator = np.random.default_rng([seed, stream])
+    return sorted(generator.choice(total, size=size, replace=False).tolist())
 
 
 @dataclass
 class CheckReport:
-    """The outcome of checking one entry: which episodes were re-scored and whether they matched."""
+    """The outcome of checking one entry (or the views): which episodes were re-scored and whether they matched."""
 
     entry: str
     passed: bool
@@ -195,54 +80,177 @@ class CheckReport:
     episodes: int
     seconds: float
     message: str
+    details: dict[str, Any] | None = None
 
 
-def check_entry(entry: Entry, sample: int = SPOT_CHECK_TASKS, device: str = "cpu") -> CheckReport:
-    """Re-score ``entry``'s spot-check episodes (all of them if it has no verification evidence) and compare."""
+def _reproduces(entry: Entry, learner: Any, episodes: list[int], device: str) -> tuple[bool, dict[str, Any]]:
+    """Re-score ``episodes`` of ``entry`` with ``learner`` and compare with its stored records."""
     from metabench.evaluation import rescore
+
+    rerun = rescore(learner, entry.env_id, episodes, device=device)
+    cross_device = str(device).split(":")[0] != entry.summary.run.device.split(":")[0]
+    return compare_records(
+        [entry.records[i] for i in episodes],
+        rerun,
+        scored_queries(registered_protocol(entry.env_id)),
+        CROSS_DEVICE_REWARD_ATOL if cross_device else REWARD_ATOL,
+    )
+
+
+def check_design(entry: Entry, device: str = "cpu") -> None:
+    """A design board's entry (MetaNAS, MetaAugment v2): re-train its design by the board's recipe and score the
+    protocol's episodes; refused unless the mean accuracy is within ``RETRAIN_ACCURACY_TOL`` of the stored one."""
+    from metabench.evaluation import make_env, rescore
+
+    design = entry.summary.design
+    if design is None:
+        raise LeaderboardError("summary.json of a design board's entry has no design")
+    learner = make_env(entry.env_id, split="test", device=device).train_for_test(design.answer)
+    rerun = rescore(learner, entry.env_id, list(range(len(entry.records))), device=device)
+    retrained = float(np.mean([record.get("accuracy", record["reward"]) for record in rerun]))
+    stored = entry.score[0]
+    if abs(retrained - stored) > RETRAIN_ACCURACY_TOL:
+        raise LeaderboardError(
+            f"the board's recipe re-trains the design to {retrained:.4f}, the stored checkpoint scores {stored:.4f} "
+            f"(tolerance {RETRAIN_ACCURACY_TOL}): the checkpoint is not the recipe's"
+        )
+
+
+def check_entry(
+    entry: Entry, earlier: list[Entry], seed: int, *, full: bool = False, device: str = "cpu"
+) -> CheckReport:
+    """``submit``'s validation of the stored ``entry`` and its duplicate checks against the ``earlier`` entries,
+    then the audit (:func:`audit_episodes` with ``seed``; every episode if ``full`` or it has no verification
+    evidence, and with ``full`` a design board's re-train, :func:`check_design`)."""
     from metabench.learners import available
     from metabench.training import load_checkpoint
 
     label, start = f"{entry.env_id}/{entry.name}", time.perf_counter()
-    full = entry.verification is None or not entry.verification.verified
-    total = int(entry.summary.protocol["episodes"])
-    episodes = list(range(total)) if full else spot_check_episodes(entry, sample)
-    mode = "full re-run (no verification evidence)" if full else "spot check"
+    full = full or not entry.verified
+    mode = "full re-run" if full else f"audit (seed {seed})"
+    episodes: list[int] = []
+
+    def report(passed: bool, message: str, details: dict[str, Any] | None = None) -> CheckReport:
+        return CheckReport(label, passed, mode, len(episodes), time.perf_counter() - start, message, details)
+
+    try:
+        if entry.problems:
+            raise LeaderboardError("; ".join(entry.problems))
+        if entry.summary.agent not in available():
+            raise LeaderboardError(f"learner {entry.summary.agent!r} is not registered here")
+        files = {name: read_submitted_file(entry.path / name, name, size) for name, size in ENTRY_FILES.items()}
+        check_evaluation(entry.summary, files["episodes.jsonl"], files["checkpoint.pt"], "the stored checkpoint")
+        queries = scored_queries(registered_protocol(entry.env_id))
+        duplicate = duplicate_of(entry.env_id, files, list(entry.records), queries, earlier)
+        if duplicate is not None:
+            first, reason = duplicate
+            raise LeaderboardError(
+                f"{reason}; submitted {first.record.submitted}, before this entry ({entry.record.submitted})"
+            )
+        total = int(registered_protocol(entry.env_id)["episodes"])
+        episodes = list(range(total)) if full else audit_episodes(entry.env_id, label, seed)
+        learner, _ = load_checkpoint(entry.path / "checkpoint.pt", device, agent=entry.summary.agent)
+        matches, details = _reproduces(entry, learner, episodes, device)
+        if not matches:
+            return report(
+                False,
+                f"{details['mismatched_episodes']} of {len(episodes)} re-scored episodes differ from the stored ones "
+                f"(first: {details['first_mismatches']}), {details['accuracy_differences']} accuracies differ, max "
+                f"reward difference {details['max_reward_abs_diff']:.3g}, mean reward difference "
+                f"{details['mean_reward_diff']:+.3g} (at most {details['mean_reward_tolerance']:.3g})",
+                details,
+            )
+        if full and "test_recipe" in registered_protocol(entry.env_id):
+            check_design(entry, device)
+    except LeaderboardError as error:
+        return report(False, " ".join(str(error).split()))
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
+        return report(False, "cannot re-run the stored checkpoint: " + " ".join(str(error).split()))
+    return report(True, f"{len(episodes)} episodes reproduced", details)
+
+
+def _folder_label(path: Path) -> str:
+    return ascii(f"{path.parent.name}/{path.name}")[1:-1]
+
+
+def check(
+    root: str | Path | None = None, seed: int | None = None, *, full: bool = False, device: str = "cpu"
+) -> Iterator[CheckReport]:
+    """:func:`check_entry` for every stored entry (each against the entries of its board submitted before it),
+    in the board's order, then a report on the committed views (``README.md``, ``index.html``), which must be
+    the ones the entries render. ``seed`` defaults to :func:`new_audit_seed`. Writes nothing."""
+    from metabench.leaderboard.storage import root_or_default
+
+    root = root_or_default(root)
+    seed = new_audit_seed() if seed is None else seed
+    entries, broken = [], 0
+    for path in entry_folders(root):
+        try:
+            entries.append(load_entry(path))
+        except LeaderboardError as error:
+            broken += 1
+            yield CheckReport(_folder_label(path), False, "validation", 0, 0.0, " ".join(str(error).split()))
+    for entry in entries:
+        earlier = [e for e in entries if e.env_id == entry.env_id and e.submission_order < entry.submission_order]
+        yield check_entry(entry, earlier, seed, full=full, device=device)
+    yield check_views(root, entries, broken)
+
+
+def check_views(root: Path, entries: list[Entry], broken: int = 0) -> CheckReport:
+    """Whether the committed views are byte for byte the ones ``entries`` render (``broken``: folders that did
+    not load, so the views cannot be regenerated)."""
+    start = time.perf_counter()
 
     def report(passed: bool, message: str) -> CheckReport:
-        return CheckReport(label, passed, mode, len(episodes), time.perf_counter() - start, message)
+        return CheckReport("views", passed, "regenerated", 0, time.perf_counter() - start, message)
 
-    if entry.problems:
-        return report(False, "; ".join(entry.problems))
-    if entry.summary.agent not in available():
-        return report(False, f"learner {entry.summary.agent!r} is not registered here")
-    try:
-        check_checkpoint((entry.path / "checkpoint.pt").read_bytes(), entry.summary, "the stored checkpoint")
-        learner, _ = load_checkpoint(entry.path / "checkpoint.pt", device, agent=entry.summary.agent)
-        rerun = rescore(learner, entry.env_id, episodes, device=device)
-    except LeaderboardError as error:
-        return report(False, str(error))
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
-        return report(False, f"cannot re-run the stored checkpoint: {error}")
-    records = parse_episodes((entry.path / "episodes.jsonl").read_bytes(), entry.summary)
-    cross_device = str(device).split(":")[0] != entry.summary.run.device.split(":")[0]
-    matches, details = compare_records(
-        [records[i] for i in episodes],
-        rerun,
-        scored_queries(entry.summary.protocol),
-        CROSS_DEVICE_REWARD_ATOL if cross_device else REWARD_ATOL,
-    )
-    if not matches:
+    if broken:
+        return report(False, f"cannot regenerate the views: {broken} entry folder(s) do not load")
+    stale = [name for name, content in render_views(entries).items() if _read(root / name) != content]
+    if stale:
         return report(
             False,
-            f"{details['mismatched_episodes']} of {len(episodes)} re-scored episodes differ from the stored ones "
-            f"(first: {details['first_mismatches']}), {details['accuracy_differences']} accuracies differ, max "
-            f"reward difference {details['max_reward_abs_diff']:.3g}",
+            f"{', '.join(stale)} differ(s) from the views the entries render: never edit them by hand; run "
+            "`metabench leaderboard` and commit the result",
         )
-    return report(True, f"{len(episodes)} episodes reproduced")
+    return report(True, "README.md and index.html are the views the entries render")
 
 
-def check(root: str | Path | None = None, sample: int = SPOT_CHECK_TASKS, device: str = "cpu") -> Iterator[CheckReport]:
-    """:func:`check_entry` for every stored entry, in the board's order; yields each report as it is made."""
-    for entry in load_entries(root):
-        yield check_entry(entry, sample, device)
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() and not path.is_symlink() else None
+
+
+def verify(entry: str | Path, root: str | Path | None = None, device: str = "cpu") -> CheckReport:
+    """The full check of one entry (every episode re-scored; a design board's design re-trained) and, when it
+    passes, ``verification.json`` written and the views re-rendered. A failure leaves the entry untouched."""
+    import torch
+
+    import metabench
+    from metabench.evaluation import device_name
+    from metabench.leaderboard.storage import root_or_default, write_views
+
+    path = resolve_entry(entry, root)
+    root_path = root_or_default(root).resolve()
+    stored = load_entry(path)
+    entries = load_entries(root_path)
+    earlier = [e for e in entries if e.env_id == stored.env_id and e.submission_order < stored.submission_order]
+    report = check_entry(stored, earlier, 0, full=True, device=device)
+    if not report.passed:
+        return report
+    verification = {
+        "format": VERIFICATION_FORMAT,
+        "verified": True,
+        "checkpoint_sha256": stored.record.files["checkpoint.pt"],
+        "episodes_sha256": stored.record.files["episodes.jsonl"],
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "metabench_version": metabench.__version__,
+        **(report.details or {}),
+    }
+    Verification.model_validate(verification)
+    with locked(root_path):
+        write_atomic(path / "verification.json", json_bytes(verification))
+        write_views(root_path, render_views(load_entries(root_path)))
+    report.message = f"{report.entry}: {report.episodes} episodes reproduced on {device}"
+    return report
