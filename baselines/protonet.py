@@ -49,8 +49,12 @@ class ProtoNet(Learner):
         params = nas.init(self.architecture, torch.Generator().manual_seed(seed))  # Conv-4: models.conv4_init's
         self.params = {name: value.to(self.device).requires_grad_() for name, value in params.items()}
         self.running = {name: value.to(self.device) for name, value in nas.running_stats(self.architecture).items()}
-        self.optimizer = torch.optim.Adam(self.params.values(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(self.trainable(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_halve_every, gamma=0.5)
+
+    def trainable(self) -> list[torch.Tensor]:
+        """What Adam trains: the embedding's parameters (a subclass adds its own modules')."""
+        return list(self.params.values())
 
     def train_env_kwargs(self) -> dict[str, Any]:
         return {"n_way": self.config.train_way, "n_query": self.config.train_query}

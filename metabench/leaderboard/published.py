@@ -48,6 +48,10 @@ MAML_MEANS = "95% confidence interval over the test tasks"
 REPTILE = "Nichol et al. 2018, table 1 (non-transductive)"
 REPTILE_PROTOCOL = "its own random character split, test characters unrotated, test tasks of 1 query per class"
 REPTILE_MEANS = "as reported; the paper does not say over what"
+MATCHING = "Vinyals et al. 2016, table 1 (no fine-tuning)"
+MATCHING_PROTOCOL = "the Vinyals split (1,200 training and 423 test characters, rotations as classes)"
+RELATION = "Sung et al. 2018, table 1"
+RELATION_MEANS = "95% confidence interval over the test episodes"
 ANIL = "Raghu et al. 2020, table 2"
 ANIL_MEANS = "as reported (over training runs)"
 
@@ -92,6 +96,12 @@ PUBLISHED: dict[tuple[str, str], Published] = {
             ("20w1s", 88.14, 0.15),
             ("20w5s", 96.65, 0.33),
         )
+    },
+    **{
+        (f"MetaOmniglot-{cell}-v1", "matching"): Published(
+            accuracy, None, "not reported", MATCHING_PROTOCOL, MATCHING, budget="not stated"
+        )
+        for cell, accuracy in (("5w1s", 98.1), ("5w5s", 98.9), ("20w1s", 93.8), ("20w5s", 98.5))
     },
     **{
         (f"MetaOmniglot-{cell}-v1", "anil"): Published(
