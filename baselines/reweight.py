@@ -3,9 +3,11 @@
 Agents (act from the observation only; ``metabench.learners`` entry points):
 
 * :class:`UniformWeights` (``uniform-weights``): every example weighs 1, the ordinary learner.
-* :class:`SmallLoss` (``small-loss``): the small-loss trick (e.g. B. Han et al., Co-teaching, NeurIPS
-  2018: noisy labels are learned late, so the largest losses are the suspects): weight 0 on the
-  ``drop`` fraction of the batch with the largest loss, 1 on the rest; ``drop`` tuned on ``val`` tasks.
+* :class:`SmallLoss` (``small-loss``): the small-loss trick (B. Han et al., Co-teaching, NeurIPS 2018:
+  noisy labels are learned late, so the largest losses are the suspects): weight 0 on the fraction
+  ``drop * min(1, (t/T) / ramp)`` of the batch with the largest loss, 1 on the rest (Co-teaching's drop
+  rate, rising linearly to ``drop`` over the first ``ramp`` of the episode; ``ramp = 0``: from the start);
+  ``drop`` and ``ramp`` tuned on ``val`` tasks.
 * :class:`WeightingFunction` (``weighting-function``): ``w = sigmoid(a + (b + c t/T) z)`` with ``z`` the
   example's loss standardised over the batch; ``(a, b, c)`` found by CMA-ES (``metabench.search``'s
   ``cmaes`` searcher, ask/tell) on ``val`` tasks.
@@ -94,18 +96,20 @@ class UniformWeights(WeightingAgent):
 
 
 class SmallLoss(WeightingAgent):
-    """Weight 0 on the ``drop`` fraction of the batch with the largest loss (ties by position), 1 on the rest."""
+    """Weight 0 on the largest losses (ties by position), a fraction rising from 0 to ``drop`` over ``ramp``."""
 
     name = "small-loss"
 
     @dataclasses.dataclass
     class Config:
         drop: float = 0.4
+        ramp: float = 0.0
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        losses = self.column(observation, "loss")
+        losses, t = self.column(observation, "loss"), float(self.column(observation, "step_fraction")[0])
+        drop = self.config.drop * (min(1.0, t / self.config.ramp) if self.config.ramp > 0 else 1.0)
         weights = np.ones(len(losses), np.float32)
-        weights[np.argsort(-losses, kind="stable")[: round(self.config.drop * len(losses))]] = 0.0
+        weights[np.argsort(-losses, kind="stable")[: round(drop * len(losses))]] = 0.0
         return weights
 
 
@@ -224,12 +228,15 @@ def mean_reward(env: MetaReweightEnv, policy: Policy, seeds: list[int]) -> float
 # --- tuning and training ----------------------------------------------------------------------------
 
 
-def tune_small_loss(env_id: str, val_episodes: int, grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)):
-    """The ``drop`` of the grid with the best mean reward on ``val`` episodes ``VAL_SEED + i``."""
+SMALL_LOSS_GRID = ((0.0, 0.0), *((drop, ramp) for drop in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6) for ramp in (0.0, 0.5, 1.0)))
+
+
+def tune_small_loss(env_id: str, val_episodes: int, grid: tuple[tuple[float, float], ...] = SMALL_LOSS_GRID):
+    """The ``(drop, ramp)`` of the grid with the best mean reward on ``val`` episodes ``VAL_SEED + i``."""
     env, task = make_env(env_id, split="val"), {"env_id": env_id}
     seeds = [VAL_SEED + i for i in range(val_episodes)]
-    scores = {drop: mean_reward(env, agent_policy(SmallLoss(SmallLoss.Config(drop), task)), seeds) for drop in grid}
-    return SmallLoss(SmallLoss.Config(max(scores, key=scores.get)), task), scores
+    scores = {point: mean_reward(env, agent_policy(SmallLoss(SmallLoss.Config(*point), task)), seeds) for point in grid}
+    return SmallLoss(SmallLoss.Config(*max(scores, key=scores.get)), task), scores
 
 
 def search_weighting_function(env_id: str, evaluations: int, episodes: int, seed: int = 0):
@@ -313,7 +320,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             policies[method] = l2rw
         elif method == "small-loss":
             agent, scores = tune_small_loss(args.env, args.val_episodes)
-            record[method] = {"drop": agent.config.drop, "val_rewards": scores}
+            record[method] = {
+                "config": dataclasses.asdict(agent.config),
+                "val_rewards": {str(k): v for k, v in scores.items()},
+            }
             policies[method] = agent_policy(agent)
         elif method == "weighting-function":
             agent, trace = search_weighting_function(args.env, args.cmaes_evaluations, args.cmaes_episodes, args.seed)

@@ -202,8 +202,14 @@ def test_small_loss_drops_the_largest_losses_and_is_tuned_on_val():
     observation = np.zeros((40, 4), np.float32)
     observation[:, 0] = np.arange(40)
     np.testing.assert_array_equal(agent.act(observation), (np.arange(40) < 30).astype(np.float32))
-    tuned, scores = tune_small_loss(SINUSOID, val_episodes=2, grid=(0.0, 0.4))
-    assert set(scores) == {0.0, 0.4} and tuned.config.drop == max(scores, key=scores.get)
+    ramped = SmallLoss(SmallLoss.Config(drop=0.5, ramp=0.5), {"env_id": SINUSOID})
+    observation[:, 2] = 0.125  # a quarter of the ramp: drop 0.125 of the batch, 5 of 40
+    np.testing.assert_array_equal(ramped.act(observation), (np.arange(40) < 35).astype(np.float32))
+    observation[:, 2] = 0.0
+    np.testing.assert_array_equal(ramped.act(observation), np.ones(40, np.float32))
+    tuned, scores = tune_small_loss(SINUSOID, val_episodes=2, grid=((0.0, 0.0), (0.4, 1.0)))
+    assert set(scores) == {(0.0, 0.0), (0.4, 1.0)}
+    assert (tuned.config.drop, tuned.config.ramp) == max(scores, key=scores.get)
 
 
 def test_weighting_function_is_searched_by_cmaes():
