@@ -38,9 +38,9 @@ def _protocol_description(kwargs: dict) -> str:
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
-    """Print every registered metabench environment with its task and protocol."""
+    """Print every registered metabench environment with its task and protocol, current ids first."""
     rows = []
-    for env_id in ENV_IDS:
+    for env_id in sorted(ENV_IDS, key=lambda env_id: env_id in DEPRECATED_IDS):
         kwargs = registry[env_id].kwargs
         label = f"{env_id} (deprecated)" if env_id in DEPRECATED_IDS else env_id
         rows.append((label, _task_description(kwargs), _protocol_description(kwargs)))

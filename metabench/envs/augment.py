@@ -389,7 +389,8 @@ def _load_body(checkpoint: str | Path | None, body_sha256: str | None, protocol:
             raise FileNotFoundError(
                 f"MetaAugment's body {body_sha256[:16]} is not shipped with this metabench ({path} is missing); the "
                 "version-0 body never was, so version-0 MetaAugment envs need checkpoint= a pretrain checkpoint "
-                "(see pretrained_body). Reinstall metabench if this is a current version."
+                f"(see pretrained_body), or use the current id MetaAugment-Omniglot-{protocol['n_way']}w1s-v1, whose "
+                "body is shipped. Reinstall metabench if this is a current version."
             )
         learner = _read_body(path, device)
         if _body_sha256(learner) != body_sha256:
