@@ -385,9 +385,12 @@ def train_design(
 
 
 def score_tasks(learner: Learner, env: TaskEnv, episodes: Episodes) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-task rewards (minus the mean query loss) and accuracies (None for regression) of a batch of tasks."""
+    """Per-task rewards (minus the mean query loss) and accuracies (None for regression) of a batch of tasks.
+    Predictions with NaN or inf are refused (``ValueError``), as the env's ``step`` refuses such an action."""
     with torch.no_grad():
         predictions = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
+    if not bool(torch.isfinite(predictions).all()):
+        raise ValueError(f"{learner.name} predicted NaN or inf: every query prediction must be finite")
     losses, info = env.evaluate(predictions.float(), episodes)
     return -losses.mean(dim=1).double().cpu().numpy(), info.get("accuracy")
 

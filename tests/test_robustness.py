@@ -402,3 +402,24 @@ def test_more_ray_workers_than_the_cluster_has_cpus_are_refused_at_once():
     cpus = int(ray.cluster_resources()["CPU"])
     with pytest.raises(ValueError, match=f"{cpus + 1} workers need {cpus + 1} CPUs, but the Ray cluster has {cpus}"):
         Pool(dict, workers=cpus + 1)
+
+
+def test_the_batched_test_protocol_refuses_non_finite_predictions(tiny_checkpoint):
+    from metabench.evaluation import evaluate
+
+    learner, _ = training.load_checkpoint(tiny_checkpoint)
+    with torch.no_grad():
+        learner.params["conv0.weight"].fill_(float("nan"))  # as a learner that diverged in memory
+    with pytest.raises(ValueError, match="protonet predicted NaN or inf: every query prediction must be finite"):
+        evaluate(learner, "MetaOmniglot-5w1s-v1", n_episodes=2, progress=False)
+
+
+def test_one_seed_prints_no_nan_interval(capsys):
+    from metabench.cli import _print_summary
+
+    row = {"method": "random", "seeds": 1, "evaluations": 4, "best_reward_mean": -1.5, "best_reward_ci95": float("nan")}
+    _print_summary([{**row, "wall_seconds_mean": 3.0}])
+    assert (
+        capsys.readouterr().out
+        == "random: 1 seed x 4 evaluations, best reward -1.5000 (one seed: no CI), 3 s per seed\n"
+    )
