@@ -58,7 +58,9 @@ class MatchingNetwork(ProtoNet):
         modules = [module for module in (self.support_lstm, self.query_lstm) if module is not None]
         return [*super().trainable(), *(param for module in modules for param in module.parameters())]
 
-    def logits(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, n_way: int) -> torch.Tensor:
+    def logits(
+        self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, n_way: int, training: bool
+    ) -> torch.Tensor:
         """Log of the attention-weighted support labels: ``(T, n_query, n_way)``."""
         if self.support_lstm is not None:
             support, query = self.full_context(support, query)

@@ -66,17 +66,23 @@ class ProtoNet(Learner):
         params = models.expand(self.params, 1)
         return nas.forward(self.architecture, params, flat, self.running, training).view(tasks, n, -1)
 
-    def logits(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, n_way: int) -> torch.Tensor:
+    def logits(
+        self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, n_way: int, training: bool
+    ) -> torch.Tensor:
         """Minus squared distances of query embeddings to class prototypes: ``(T, n_query, n_way)``."""
         return -torch.cdist(query, models.class_means(support, labels, n_way)).square()
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of query logits ``(T, n_query, n_way)``: cross-entropy."""
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
     def train_step(self, episodes: Episodes) -> dict[str, float]:
         n_way = int(episodes.support_targets.max()) + 1
         n_support = episodes.support_inputs.shape[1]
         images = torch.cat([episodes.support_inputs, episodes.query_inputs], dim=1)
         embeddings = self.embed(images, training=True)
-        logits = self.logits(embeddings[:, :n_support], episodes.support_targets, embeddings[:, n_support:], n_way)
-        loss = F.cross_entropy(logits.flatten(0, 1), episodes.query_targets.flatten())
+        support, query = embeddings[:, :n_support], embeddings[:, n_support:]
+        loss = self.loss(self.logits(support, episodes.support_targets, query, n_way, True), episodes.query_targets)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -89,7 +95,7 @@ class ProtoNet(Learner):
         with torch.no_grad():
             support = self.embed(support_inputs, training=False)
             query = self.embed(query_inputs, training=False)
-            return self.logits(support, support_targets, query, self.task["n_way"])
+            return self.logits(support, support_targets, query, self.task["n_way"], False)
 
     def state_dict(self) -> dict[str, Any]:
         return {

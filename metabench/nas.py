@@ -246,12 +246,14 @@ def forward(
     images: torch.Tensor,
     running: Params | None = None,
     training: bool = True,
+    pool: bool = True,
 ) -> torch.Tensor:
     """Embeddings ``(T, n, width of the last cell)`` of images ``(T, n, C, H, W)``; ``params`` with task dimension T.
 
     Batch norm as in :func:`metabench.models.conv4`: batch statistics of the given examples, unless
     ``running`` statistics (single task only) are given, updated in place when ``training``.
-    uint8 images are scaled to [0, 1].
+    uint8 images are scaled to [0, 1]. ``pool=False`` returns the last cell's feature maps ``(T, n, C, H, W)``
+    instead of their global average (Relation Networks compare maps).
     """
     tasks, n = images.shape[:2]
     if running is not None and tasks != 1:
@@ -284,4 +286,6 @@ def forward(
         if cell.downsampling == "avgpool":
             h = F.avg_pool2d(h, 2)
         channels = cell.width
+    if not pool:
+        return h.view(n, tasks, -1, *h.shape[-2:]).transpose(0, 1)
     return h.mean(dim=(2, 3)).view(n, tasks, -1).transpose(0, 1)  # global average pool

@@ -40,3 +40,22 @@ def test_matching_networks_learn_and_are_not_transductive(fce, tmp_path):
     print(f"matching fce={fce}: val accuracy {first:.3f} untrained, {last:.3f} after 40 iterations")
     assert last > first + 0.1
     assert val_accuracy(learner) == pytest.approx(val_accuracy(load_checkpoint(path)[0]))
+
+
+def test_relation_networks_learn_score_pairs_in_0_1_and_are_not_transductive(tmp_path):
+    config = {"relation_width": 16, "relation_hidden": 8}
+    untrained = build_learner("relation", ENV, config)
+    assert untrained.config.train_way == 5 and untrained.config.train_query == 19  # the paper's 5w1s episodes
+    episodes = make_env(ENV, split="val").sampler.sample(2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = untrained.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
+        alone = untrained.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs[:, 4:9])
+    assert logits.shape == (2, 75, 5) and bool((logits <= 0).all())  # log scores of pairs in [0, 1]
+    torch.testing.assert_close(alone, logits[:, 4:9])
+
+    path = train("relation", ENV, tmp_path, iterations=40, config=config, val_episodes=25, progress=False)
+    learner, checkpoint = load_checkpoint(path)
+    assert "relation" in checkpoint["learner"]
+    first, last = checkpoint["history"][0]["val_accuracy"], checkpoint["history"][-1]["val_accuracy"]
+    print(f"relation: val accuracy {first:.3f} untrained, {last:.3f} after 40 iterations")
+    assert last > first + 0.1

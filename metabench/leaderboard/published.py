@@ -104,6 +104,17 @@ PUBLISHED: dict[tuple[str, str], Published] = {
         for cell, accuracy in (("5w1s", 98.1), ("5w5s", 98.9), ("20w1s", 93.8), ("20w5s", 98.5))
     },
     **{
+        (f"MetaOmniglot-{cell}-v1", "relation"): Published(
+            accuracy, plus_minus, RELATION_MEANS, MATCHING_PROTOCOL, RELATION, budget="not stated"
+        )
+        for cell, accuracy, plus_minus in (
+            ("5w1s", 99.6, 0.2),
+            ("5w5s", 99.8, 0.1),
+            ("20w1s", 97.6, 0.2),
+            ("20w5s", 99.1, 0.1),
+        )
+    },
+    **{
         (f"MetaOmniglot-{cell}-v1", "anil"): Published(
             accuracy, plus_minus, ANIL_MEANS, MAML_PROTOCOL, ANIL, budget="MAML's recipe; its length is not stated"
         )
