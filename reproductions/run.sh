@@ -14,14 +14,24 @@
 # reptile   Nichol et al. 2018, the appendix's Omniglot settings (the learner's defaults): Adam inner loop,
 #           meta-batch 5, 100,000 meta-iterations with the outer step annealed 1 -> 0; validation every
 #           2,000 on 100 val episodes (50 test steps each).
+# matching  Vinyals et al. 2016 on the shared Conv-4, trained on the test episodes' shape with
+#           ProtoNets' validation and early stopping.
+# relation  Sung et al. 2018: 1,000,000 episodes at most, validation every 5,000 on 100 val episodes,
+#           best.pt the best validation (patience 40 validations = 200,000 episodes).
+# pretrain  Classifier pretraining + fine-tuning (Chen et al. 2019): Adam steps of 128 images, validation
+#           every 1,000 steps on 100 val episodes, early stopping after 20 validations without improvement
+#           (the Lake boards' second entry).
 set -euo pipefail
 method=$1 env_id=$2 seed=$3
 shift 3
 case $method in
-    protonet) recipe=(--iterations 1000000 --val-interval 100 --val-episodes 100 --patience 200) ;;
+    protonet | matching) recipe=(--iterations 1000000 --val-interval 100 --val-episodes 100 --patience 200) ;;
     maml | fomaml | anil) recipe=(--iterations 60000 --val-interval 500 --val-episodes 200) ;;
     reptile) recipe=(--iterations 100000 --val-interval 2000 --val-episodes 100) ;;
-    *) echo "run.sh: no recipe for $method (protonet, maml, fomaml, anil, reptile)" >&2; exit 1 ;;
+    relation) recipe=(--iterations 1000000 --val-interval 5000 --val-episodes 100 --patience 40) ;;
+    pretrain) recipe=(--iterations 1000000 --val-interval 1000 --val-episodes 100 --patience 20) ;;
+    *) echo "run.sh: no recipe for $method (protonet, maml, fomaml, anil, reptile, matching, relation, pretrain)" >&2
+       exit 1 ;;
 esac
 exec nice -n 19 metabench train "$method" --env "$env_id" --seed "$seed" \
     --out "reproductions/$env_id/$method-seed$seed" "${recipe[@]}" "$@"
