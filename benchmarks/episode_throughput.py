@@ -17,15 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-from machine import machine
+from machine import machine, write_results
 
 import metabench  # noqa: F401
 
-RESULTS = Path(__file__).parent / "results"
 MAKE_SNIPPET = (
     "import time; t = time.perf_counter(); import gymnasium as gym, metabench; "
     "gym.make('MetaOmniglot-20w1s-v1', device='{device}'); print(time.perf_counter() - t)"
@@ -97,10 +95,7 @@ def main() -> None:
         }
 
     print(json.dumps(results, indent=1))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"episode_throughput-{args.device.replace(':', '')}.json"
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(results, f"episode_throughput-{args.device.replace(':', '')}")
 
 
 if __name__ == "__main__":

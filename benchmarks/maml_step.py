@@ -11,17 +11,13 @@ One meta-iteration = draw a meta-batch from the episode engine, adapt every task
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
-from machine import machine
+from machine import machine, write_results
 
 from metabench.evaluation import make_env
 from metabench.training import build_learner
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def seconds_per_iteration(env_id: str, device: str, first_order: bool, task_chunk: int, iterations: int) -> float:
@@ -62,10 +58,7 @@ def main() -> None:
             seconds = seconds_per_iteration(args.env, args.device, first_order, chunk, args.iterations)
             results["seconds_per_meta_iteration"][key] = round(seconds, 3)
             print(f"{key}: {seconds:.3f} s", flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"maml_step-{args.env}-{args.device.replace(':', '')}.json"
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(results, f"maml_step-{args.env}-{args.device.replace(':', '')}")
 
 
 if __name__ == "__main__":

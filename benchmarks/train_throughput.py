@@ -14,18 +14,15 @@ dominates). Run it on an idle machine: other processes take cores from the measu
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
-from machine import machine
+from machine import machine, write_results
 from torch.utils.flop_counter import FlopCounterMode
 
 from metabench.evaluation import make_env
 from metabench.training import build_learner
 
-RESULTS = Path(__file__).parent / "results"
 CASES = {
     "protonet 60-way 1-shot episode": ("protonet", "MetaOmniglot-5w1s-v1"),
     "maml 5-way 1-shot meta-iteration (K queries)": ("maml", "MetaOmniglot-5w1s-v1"),
@@ -87,10 +84,7 @@ def main() -> None:
                 flush=True,
             )
         results["threads"][str(threads)] = row
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"train_throughput-{args.device.replace(':', '')}.json"
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_results(results, f"train_throughput-{args.device.replace(':', '')}")
 
 
 if __name__ == "__main__":
