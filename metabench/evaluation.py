@@ -285,7 +285,9 @@ def evaluate_checkpoint(
     """The test protocol on a ``metabench train`` checkpoint, as ``metabench evaluate`` runs it.
 
     Checks that the checkpoint holds ``agent`` (a name or ``"module:Class"``; default: the checkpoint's own)
-    trained on ``env_id``, evaluates it (env arguments: the checkpoint's, updated by ``env_kwargs``), adds
+    trained on ``env_id`` (or on an env of another way, for a learner that moves: :func:`transfer_checkpoint`
+    saves the scored checkpoint in ``out_dir``), evaluates it (env arguments: the checkpoint's, updated by
+    ``env_kwargs``), adds
     the training record, the checkpoint's sha256 and ``command`` to the summary, writes it with the
     episode records to ``out_dir`` (default ``evaluation-ENV`` beside the checkpoint) and records the test
     run in the run folder (:func:`record_test_run`). Returns the summary and the folder.
@@ -297,10 +299,11 @@ def evaluate_checkpoint(
     learner, state = load_checkpoint(path, device, agent=agent)
     if agent is not None and state["agent"] != load_learner_class(agent).name:
         raise ValueError(f"{path} is a {state['agent']} checkpoint, not {agent}")
-    if state["env_id"] != env_id:
-        raise ValueError(f"{path} was trained on {state['env_id']}, not {env_id}")
     env_kwargs = {**(state.get("env_kwargs") or {}), **(env_kwargs or {})}
     out = Path(out_dir or path.parent / f"evaluation-{env_id}")
+    if state["env_id"] != env_id:  # e.g. a ProtoNets model validated on 5-way, scored on the 20-way board
+        path = transfer_checkpoint(learner, state, env_id, out / "checkpoint.pt", device=device)
+        learner, state = load_checkpoint(path, device)
     test_learner = getattr(load_env_creator(gym.spec(env_id).entry_point), "test_learner", None)
     if test_learner is not None and state["agent"] != test_learner:  # a design agent (MetaNAS): train its design
         path = train_design(learner, state, env_id, out / "checkpoint.pt", device=device, env_kwargs=env_kwargs)
@@ -331,6 +334,44 @@ def evaluate_checkpoint(
     out = write_evaluation(summary, records, out)
     record_test_run(path, summary)
     return summary, out
+
+
+def transfer_checkpoint(
+    learner: Learner, state: dict[str, Any], env_id: str, path: str | Path, *, device: str | torch.device = "cpu"
+) -> Path:
+    """Save ``learner`` (loaded from a checkpoint ``state`` trained on another env) as an inference-only checkpoint
+    for ``env_id``, as the papers score one model on several boards (Prototypical Networks: the 1-shot model on
+    5-way and 20-way 1-shot). Only a learner whose class sets ``any_way = True`` (its classifier is built from
+    the support set, for any number of classes) moves, and only between envs whose protocols differ in ``n_way``
+    alone; the training record names the env it was trained and validated on (``trained_on``)."""
+    from metabench.data import save_atomic
+    from metabench.training import CHECKPOINT_FORMAT, build_learner, inference_state
+
+    source = state["env_id"]
+    if not getattr(type(learner), "any_way", False):
+        raise ValueError(f"{state['agent']} was trained on {source}, not {env_id}, and cannot move to another way")
+    env_kwargs = state.get("env_kwargs") or {}
+    protocols = [dict(make_env(name, split="val", **env_kwargs).protocol) for name in (source, env_id)]
+    for protocol in protocols:
+        protocol.pop("n_way")
+    if protocols[0] != protocols[1]:
+        raise ValueError(f"{state['agent']} was trained on {source}, its protocol and {env_id}'s differ beyond n_way")
+    moved = build_learner(state["agent_reference"], env_id, state["config"], device, state["seed"], env_kwargs)
+    moved.load_state_dict({**moved.state_dict(), **inference_state(learner)})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_atomic(
+        {
+            **{key: value for key, value in state.items() if key not in ("generator", "learner")},
+            "format": CHECKPOINT_FORMAT,
+            "env_id": env_id,
+            "learner": inference_state(moved),
+            "inference_only": True,
+            "training": {**state["training"], "trained_on": source},
+        },
+        path,
+    )
+    return path
 
 
 def train_design(
