@@ -49,9 +49,6 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
             # Ray adds 15 to its workers' niceness, so on a machine shared with other work they got 19% of a core
             # beside a nice-5 process's 91%: a local instance's workers keep this process's priority instead
             os.environ.setdefault("RAY_worker_niceness", "0")
-            # Ray >= 2.5x turns token authentication on for a new local instance and warns that it did unless the
-            # mode is set: set it to what Ray does anyway (a token in ~/.ray/auth_token), without the warning
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(address=address, **options)
     return ray
 

@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import time
 from collections.abc import Iterator
@@ -75,11 +76,12 @@ def resolve_env_id(env_id: str) -> str:
     its latest version, as ``gym.make`` resolves it; a ``metabench:`` prefix is dropped. An unknown id raises a
     ``ValueError`` with the closest registered id and the reminder that ``import metabench`` registers them."""
     env_id = env_id.removeprefix("metabench:")
-    if env_id in metabench.ENV_IDS:
+    if env_id in gym.registry:  # metabench's ids and any other registered one (e.g. a test env)
         return env_id
-    versions = [other for other in metabench.ENV_IDS if other.rsplit("-v", 1)[0] == env_id]
+    versioned = {other: re.fullmatch(r"(.+)-v(\d+)", other) for other in gym.registry}
+    versions = {other: int(match[2]) for other, match in versioned.items() if match and match[1] == env_id}
     if versions:
-        return max(versions, key=lambda other: int(other.rsplit("-v", 1)[1]))
+        return max(versions, key=versions.get)
     names = {*metabench.ENV_IDS, *(other.rsplit("-v", 1)[0] for other in metabench.ENV_IDS)}
     raise ValueError(
         f"unknown env id {env_id!r}{did_you_mean(env_id, names)}: `metabench envs` lists the registered ids "
