@@ -97,9 +97,10 @@ def _reproduces(entry: Entry, learner: Any, episodes: list[int], device: str) ->
     )
 
 
-def check_design(entry: Entry, device: str = "cpu") -> None:
+def check_design(entry: Entry, device: str = "cpu") -> float:
     """A design board's entry (MetaNAS, MetaAugment v2): re-train its design by the board's recipe and score the
-    protocol's episodes; refused unless the mean accuracy is within ``RETRAIN_ACCURACY_TOL`` of the stored one."""
+    protocol's episodes; refused unless the mean accuracy is within ``RETRAIN_ACCURACY_TOL`` of the stored one.
+    Returns the re-trained learner's mean accuracy."""
     from metabench.evaluation import make_env, rescore
 
     design = entry.summary.design
@@ -114,6 +115,7 @@ def check_design(entry: Entry, device: str = "cpu") -> None:
             f"the board's recipe re-trains the design to {retrained:.4f}, the stored checkpoint scores {stored:.4f} "
             f"(tolerance {RETRAIN_ACCURACY_TOL}): the checkpoint is not the recipe's"
         )
+    return retrained
 
 
 def check_entry(
@@ -160,13 +162,14 @@ def check_entry(
                 f"{details['mean_reward_diff']:+.3g} (at most {details['mean_reward_tolerance']:.3g})",
                 details,
             )
+        retrained = ""
         if full and "test_recipe" in registered_protocol(entry.env_id):
-            check_design(entry, device)
+            retrained = f"; the recipe re-trains the design to {check_design(entry, device):.4f} ({entry.score[0]:.4f})"
     except LeaderboardError as error:
         return report(False, " ".join(str(error).split()))
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
         return report(False, "cannot re-run the stored checkpoint: " + " ".join(str(error).split()))
-    return report(True, f"{len(episodes)} episodes reproduced", details)
+    return report(True, f"{len(episodes)} episodes reproduced{retrained}", details)
 
 
 def _folder_label(path: Path) -> str:
