@@ -234,6 +234,12 @@ def evaluate(
             reward, accuracy = score(learner, env, n_episodes, seed, digest, bar)
     wall = time.perf_counter() - start
 
+    if not np.isfinite(reward).all():  # the batched path scores predictions without the env's check of actions
+        first = int(np.flatnonzero(~np.isfinite(reward))[0])
+        raise ValueError(
+            f"{learner.name} predicted NaN or inf (episode {first} of the {split} protocol): every query prediction "
+            "must be finite, as the env's step requires; the learner's weights or outputs have diverged"
+        )
     records = [
         {"episode": i, "reward": float(reward[i]), **({"accuracy": float(accuracy[i])} if accuracy is not None else {})}
         for i in range(n_episodes)
@@ -428,12 +434,9 @@ def train_design(
 
 
 def score_tasks(learner: Learner, env: TaskEnv, episodes: Episodes) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-task rewards (minus the mean query loss) and accuracies (None for regression) of a batch of tasks.
-    Predictions with NaN or inf are refused (``ValueError``), as the env's ``step`` refuses such an action."""
+    """Per-task rewards (minus the mean query loss) and accuracies (None for regression) of a batch of tasks."""
     with torch.no_grad():
         predictions = learner.predict(episodes.support_inputs, episodes.support_targets, episodes.query_inputs)
-    if not bool(torch.isfinite(predictions).all()):
-        raise ValueError(f"{learner.name} predicted NaN or inf: every query prediction must be finite")
     losses, info = env.evaluate(predictions.float(), episodes)
     return -losses.mean(dim=1).double().cpu().numpy(), info.get("accuracy")
 
