@@ -16,6 +16,7 @@ Ray is optional: ``pip install 'metabench[ray]'``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +50,9 @@ def connect(address: str | None = None, cpus: int | None = None) -> Any:
             # Ray adds 15 to its workers' niceness, so on a machine shared with other work they got 19% of a core
             # beside a nice-5 process's 91%: a local instance's workers keep this process's priority instead
             os.environ.setdefault("RAY_worker_niceness", "0")
+            # Ray >= 2.5x turns token authentication on for a new local instance and logs a warning saying so:
+            # the instance stays as Ray makes it, without the warning
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(address=address, **options)
     return ray
 

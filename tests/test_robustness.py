@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -423,3 +425,11 @@ def test_one_seed_prints_no_nan_interval(capsys):
         capsys.readouterr().out
         == "random: 1 seed x 4 evaluations, best reward -1.5000 (one seed: no CI), 3 s per seed\n"
     )
+
+
+def test_a_local_ray_instance_starts_without_the_token_warning():
+    pytest.importorskip("ray")
+    script = "from metabench.cluster import connect; connect(cpus=1).shutdown()"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Token authentication" not in result.stderr
