@@ -20,13 +20,6 @@ def sha256_bytes(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def read_file(path: Path, what: str) -> bytes:
-    """The bytes of ``path``; a :class:`LeaderboardError` naming ``what`` if it is not a file."""
-    if not path.is_file():
-        raise LeaderboardError(f"{what} not found at {path}")
-    return path.read_bytes()
-
-
 def check_submitted_file(path: Path, what: str, limit: int) -> None:
     """Refuse ``path`` unless it is a regular file, not a symbolic link, of at most ``limit`` bytes (not read)."""
     try:
