@@ -105,7 +105,8 @@ class TaskFunctions(NamedTuple):
 
 
 def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``sum w l / sum w``, and 0 (no update) when every weight is 0."""
+    """``sum w l / sum w``; when every weight is 0, ``sum w l`` (= 0: no update, yet its gradient in ``w`` is the
+    losses, which L2RW's look-ahead at ``w = 0`` differentiates)."""
     total = weights.sum()
     return (weights * losses).sum() / torch.where(total > 0, total, torch.ones_like(total))
 
@@ -302,7 +303,9 @@ class MetaReweightEnv(gym.Env):
 
         return TaskFunctions(support_losses, support_loss, query_loss, trusted_loss)
 
-    def update(self, params: models.Params, weights: torch.Tensor, task: NoisyTask | None = None, **kwargs: Any):
+    def update(
+        self, params: models.Params, weights: torch.Tensor, task: NoisyTask | None = None, **kwargs: Any
+    ) -> models.Params:
         """The env's update of ``params`` under ``weights`` (``kwargs`` go to ``inner_loop.adapt``, e.g.
         ``first_order=True``; differentiable in both otherwise)."""
         support_loss = self.task_functions(task).support_loss
