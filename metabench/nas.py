@@ -151,25 +151,29 @@ def parse(text: str) -> Architecture:
 # --- shapes, parameters, FLOPs -----------------------------------------------------------------
 
 
-def _layers(cell: Cell, channels: int) -> list[tuple[str, int, int, int, int, int]]:
-    """The convolutions of a cell as (name suffix, in, out, kernel, dilation, groups); empty for an identity."""
+def _layers(cell: Cell, channels: int, project: bool = False) -> list[tuple[str, int, int, int, int, int]]:
+    """The convolutions of a cell as (name suffix, in, out, kernel, dilation, groups); empty for an identity
+    (``project``: a skip projects even when its width is its input's, as the relaxation's skip candidate does)."""
     if cell.op == "skip":
-        return [] if cell.width == channels else [("weight", channels, cell.width, 1, 1, 1)]
+        return [] if cell.width == channels and not project else [("weight", channels, cell.width, 1, 1, 1)]
     if cell.op == "sepconv3x3":
         return [("depthwise", channels, channels, 3, 1, channels), ("weight", channels, cell.width, 1, 1, 1)]
     return [("weight", channels, cell.width, 3, 2 if cell.op == "dilconv3x3" else 1, 1)]
 
 
+def _side(size: int, downsampling: str) -> int:
+    """The side of a ``size`` x ``size`` feature map after ``downsampling``."""
+    if downsampling == "stride":
+        return (size + 1) // 2
+    return size // 2 if downsampling in ("maxpool", "avgpool") else size
+
+
 def shapes(architecture: Architecture, image_size: int = IMAGE_SIZE, in_channels: int = 1) -> list[tuple[int, int]]:
     """(channels, side) of each cell's output for square inputs."""
-    out, channels, size = [], in_channels, image_size
+    out, size = [], image_size
     for cell in architecture:
-        channels = cell.width
-        if cell.downsampling == "stride":
-            size = (size + 1) // 2
-        elif cell.downsampling in ("maxpool", "avgpool"):
-            size //= 2
-        out.append((channels, size))
+        size = _side(size, cell.downsampling)
+        out.append((cell.width, size))
     return out
 
 
@@ -194,19 +198,32 @@ def init(architecture: Architecture, generator: torch.Generator, in_channels: in
     params: Params = {}
     channels = in_channels
     for index, cell in enumerate(architecture):
-        layers = _layers(cell, channels)
-        for suffix, fan_in_channels, out, kernel, _, groups in layers:
-            fan_in = fan_in_channels // groups * kernel * kernel
-            params[f"conv{index}.{suffix}"] = kaiming_uniform(
-                (out, fan_in_channels // groups, kernel, kernel), fan_in, generator
-            )
-        if layers:
-            fan_in = channels * (1 if cell.op in ("skip", "sepconv3x3") else 9)
-            params[f"conv{index}.bias"] = kaiming_uniform((cell.width,), fan_in, generator)
-            params[f"norm{index}.weight"] = torch.ones(cell.width)
-            params[f"norm{index}.bias"] = torch.zeros(cell.width)
+        _init_cell(params, "", index, cell, channels, _layers(cell, channels), generator)
         channels = cell.width
     return params
+
+
+def _init_cell(
+    params: Params,
+    prefix: str,
+    index: int,
+    cell: Cell,
+    channels: int,
+    layers: list[tuple[str, int, int, int, int, int]],
+    generator: torch.Generator,
+) -> None:
+    """Draw cell ``index``'s parameters (its convolutions ``layers``, bias and batch norm) into ``params`` under
+    ``prefix`` (:func:`init` and :func:`supernet_init`)."""
+    for suffix, fan_in_channels, out, kernel, _, groups in layers:
+        fan_in = fan_in_channels // groups * kernel * kernel
+        params[f"{prefix}conv{index}.{suffix}"] = kaiming_uniform(
+            (out, fan_in_channels // groups, kernel, kernel), fan_in, generator
+        )
+    if layers:
+        fan_in = channels * (1 if cell.op in ("skip", "sepconv3x3") else 9)
+        params[f"{prefix}conv{index}.bias"] = kaiming_uniform((cell.width,), fan_in, generator)
+        params[f"{prefix}norm{index}.weight"] = torch.ones(cell.width)
+        params[f"{prefix}norm{index}.bias"] = torch.zeros(cell.width)
 
 
 def running_stats(architecture: Architecture, in_channels: int = 1) -> Params:
@@ -258,34 +275,186 @@ def forward(
     tasks, n = images.shape[:2]
     if running is not None and tasks != 1:
         raise ValueError("running batch-norm statistics need a single task (shared parameters)")
-    first = next(iter(params.values()))
-    if images.dtype == torch.uint8:
-        images = images.to(first.dtype) / 255
-    h = images.transpose(0, 1).reshape(n, -1, *images.shape[-2:])  # (n, T*C, H, W): each task a channel group
+    h = _grouped(images, params)
     channels = images.shape[2]
     for index, cell in enumerate(architecture):
         stride = 2 if cell.downsampling == "stride" else 1
         layers = _layers(cell, channels)
         if not layers and stride == 2:
             h = h[:, :, ::2, ::2]
-        for layer, (suffix, _, _, kernel, dilation, groups) in enumerate(layers):
-            last = layer == len(layers) - 1
-            h = F.conv2d(
-                h,
-                params[f"conv{index}.{suffix}"].flatten(0, 1),
-                params[f"conv{index}.bias"].flatten() if last else None,
-                stride=stride if layer == 0 else 1,
-                padding=dilation * (kernel - 1) // 2,
-                dilation=dilation,
-                groups=tasks * groups,
-            )
-        if layers:
-            h = norm_relu(h, params, running, index, training, maxpool=cell.downsampling == "maxpool")
-        elif cell.downsampling == "maxpool":  # an identity cell: the pool alone
-            h = F.max_pool2d(h, 2)
-        if cell.downsampling == "avgpool":
-            h = F.avg_pool2d(h, 2)
+        h = _convolve(h, params, index, layers, tasks, stride)
+        h = _finish(h, params, running, index, training, cell.downsampling, bool(layers))
         channels = cell.width
     if not pool:
         return h.view(n, tasks, -1, *h.shape[-2:]).transpose(0, 1)
     return h.mean(dim=(2, 3)).view(n, tasks, -1).transpose(0, 1)  # global average pool
+
+
+def _grouped(images: torch.Tensor, params: Params) -> torch.Tensor:
+    """Images ``(T, n, C, H, W)`` as grouped maps ``(n, T*C, H, W)`` (each task a channel group), uint8 scaled to
+    [0, 1] in the parameters' dtype."""
+    if images.dtype == torch.uint8:
+        images = images.to(next(iter(params.values())).dtype) / 255
+    return images.transpose(0, 1).reshape(images.shape[1], -1, *images.shape[-2:])
+
+
+def _convolve(
+    h: torch.Tensor,
+    params: Params,
+    index: int,
+    layers: list[tuple[str, int, int, int, int, int]],
+    tasks: int,
+    stride: int,
+) -> torch.Tensor:
+    """Cell ``index``'s convolutions ``layers`` on grouped maps (the first with ``stride``); ``h`` if none."""
+    for layer, (suffix, _, _, kernel, dilation, groups) in enumerate(layers):
+        last = layer == len(layers) - 1
+        h = F.conv2d(
+            h,
+            params[f"conv{index}.{suffix}"].flatten(0, 1),
+            params[f"conv{index}.bias"].flatten() if last else None,
+            stride=stride if layer == 0 else 1,
+            padding=dilation * (kernel - 1) // 2,
+            dilation=dilation,
+            groups=tasks * groups,
+        )
+    return h
+
+
+def _finish(
+    h: torch.Tensor,
+    params: Params,
+    running: Params | None,
+    index: int,
+    training: bool,
+    downsampling: str,
+    convolved: bool,
+) -> torch.Tensor:
+    """What follows a cell's convolutions: batch norm and ReLU if it ``convolved``, then its pool (a stride is the
+    convolution's, already applied)."""
+    if convolved:
+        h = norm_relu(h, params, running, index, training, maxpool=downsampling == "maxpool")
+    elif downsampling == "maxpool":  # an identity cell: the pool alone
+        h = F.max_pool2d(h, 2)
+    if downsampling == "avgpool":
+        h = F.avg_pool2d(h, 2)
+    return h
+
+
+# --- the continuous relaxation (DARTS) ------------------------------------------------------------
+
+
+def proxy_widths(width: int) -> tuple[int, ...]:
+    """:data:`WIDTHS` scaled so that the widest is ``width`` (a multiple of 4): the width options of a narrower proxy
+    relaxation, as DARTS searches a network of fewer channels than it trains (``proxy_widths(64)`` is WIDTHS)."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < CHOICES or width % CHOICES:
+        raise ValueError(f"a proxy's width must be a positive multiple of {CHOICES}, got {width!r}")
+    return tuple(option * width // max(WIDTHS) for option in WIDTHS)
+
+
+def supernet_init(generator: torch.Generator, widths: tuple[int, ...] = WIDTHS, in_channels: int = 1) -> Params:
+    """Fresh parameters of the relaxation (no task dimension): for each cell ``i`` and operation ``op``, that
+    operation at ``max(widths)`` channels from the cell's input (``in_channels`` for the first cell, else
+    ``max(widths)``) as ``{op}.conv{i}.*`` and ``{op}.norm{i}.*``; the skip's is its 1x1 projection."""
+    params: Params = {}
+    for index in range(CELLS):
+        channels = in_channels if index == 0 else max(widths)
+        for op in OPS:
+            cell = Cell(op, max(widths), "none")
+            _init_cell(params, f"{op}.", index, cell, channels, _layers(cell, channels, project=True), generator)
+    return params
+
+
+def subnet(params: Params, architecture: Architecture, in_channels: int = 1) -> Params:
+    """The parameters of ``architecture`` (a point of the space) inside the relaxation's ``params`` (no task
+    dimension): each cell's operation sliced to its input channels and width, named as :func:`init` names them."""
+    out: Params = {}
+    channels = in_channels
+    for index, cell in enumerate(architecture):
+        layers = _layers(cell, channels)
+        for suffix, fan_in_channels, width, _, _, groups in layers:
+            out[f"conv{index}.{suffix}"] = params[f"{cell.op}.conv{index}.{suffix}"][
+                :width, : fan_in_channels // groups
+            ]
+        if layers:
+            for name in (f"conv{index}.bias", f"norm{index}.weight", f"norm{index}.bias"):
+                out[name] = params[f"{cell.op}.{name}"][: cell.width]
+        channels = cell.width
+    return out
+
+
+def one_hot(architecture: Architecture, widths: tuple[int, ...] = WIDTHS) -> torch.Tensor:
+    """The relaxation's weights ``(CELLS, 3, CHOICES)`` that put all mass on ``architecture`` (its widths among
+    ``widths``)."""
+    scaled = tuple(Cell(cell.op, WIDTHS[widths.index(cell.width)], cell.downsampling) for cell in architecture)
+    return F.one_hot(torch.as_tensor(encode(scaled)), CHOICES).view(CELLS, len(DECISION_KINDS), CHOICES).float()
+
+
+def argmax(weights: torch.Tensor) -> np.ndarray:
+    """The decision vector of the relaxation's most likely architecture: each decision's argmax (DARTS's
+    discretisation), laid out as :func:`decode` reads it."""
+    return weights.detach().argmax(dim=-1).flatten().cpu().numpy().astype(np.int64)
+
+
+def relaxed_forward(
+    params: Params, weights: torch.Tensor, images: torch.Tensor, widths: tuple[int, ...] = WIDTHS
+) -> torch.Tensor:
+    """Embeddings ``(T, n, max(widths))`` of images ``(T, n, C, H, W)`` by the continuous relaxation of the space.
+
+    H. Liu, K. Simonyan, Y. Yang. DARTS: Differentiable Architecture Search. ICLR 2019. ``weights`` are
+    ``(CELLS, 3, CHOICES)`` probabilities (a softmax per decision, in :data:`DECISION_KINDS` order); ``params``
+    are :func:`supernet_init`'s (of the same ``widths``: :data:`WIDTHS`, or a :func:`proxy_widths`) with a task
+    dimension ``T``. Each cell outputs the expectation of its 64 candidate outputs under the product of its three
+    distributions, each candidate at ``max(widths)`` channels:
+
+    * operation: every operation runs with its own parameters (:func:`supernet_init`);
+    * width: a width keeps the first ``width`` channels of the operation's output and zeroes the rest, so the
+      mixture over widths is a soft channel mask (a skip whose width equals its input's is the identity, the
+      others its 1x1 projection, as in the space; the input's width is the previous cell's most likely one);
+    * down-sampling: the candidates' sides differ (a pool halves, rounding down; a stride halves, rounding up;
+      ``none`` keeps), so each is computed exactly (the stride as every other pixel of the stride-1
+      convolution, batch-normalised on its own) and resampled by adaptive average pooling to the side of the
+      cell's most likely down-sampling. The resolution of the network follows the argmax, and the mixture sees
+      the other sides only through that resampling (``none`` resampled to a halved side is close to ``avgpool``).
+
+    Batch norm uses the batch's statistics. With :func:`one_hot` weights of an architecture the first
+    ``width`` features equal :func:`forward`'s with :func:`subnet` parameters (batch statistics) and the rest
+    are zero: the relaxation contains the space.
+    """
+    tasks, n = images.shape[:2]
+    h = _grouped(images, params)
+    views = {
+        op: {name[len(op) + 1 :]: value for name, value in params.items() if name.startswith(f"{op}.")} for op in OPS
+    }
+    masks = (torch.arange(max(widths), device=h.device) < torch.tensor(widths, device=h.device)[:, None]).to(h.dtype)
+    channels = images.shape[2]  # the input's width (the previous cell's most likely one)
+    for index in range(CELLS):
+        op_weights, width_weights, down_weights = weights[index]
+        _, width_choice, down_choice = (int(value) for value in weights[index].argmax(dim=-1))
+        side = _side(h.shape[-1], DOWNSAMPLINGS[down_choice])
+        identity = torch.tensor([width == channels for width in widths], device=h.device)
+        out = torch.zeros(())
+        for op_index, op in enumerate(OPS):
+            layers = _layers(Cell(op, max(widths), "none"), h.shape[1] // tasks, project=True)
+            candidates = [(width_weights * ~identity if op == "skip" else width_weights, layers)]
+            if op == "skip" and identity.any():
+                candidates.append((width_weights * identity, []))
+            for mask_weights, candidate_layers in candidates:
+                z = _convolve(h, views[op], index, candidate_layers, tasks, 1)
+                mixed = _mix_downsamplings(z, views[op], index, down_weights, bool(candidate_layers), side)
+                mask = (mask_weights @ masks).repeat(tasks).view(1, -1, 1, 1)
+                out = out + op_weights[op_index] * mask * mixed
+        h, channels = out, widths[width_choice]
+    return h.mean(dim=(2, 3)).view(n, tasks, -1).transpose(0, 1)
+
+
+def _mix_downsamplings(
+    z: torch.Tensor, params: Params, index: int, weights: torch.Tensor, convolved: bool, side: int
+) -> torch.Tensor:
+    """The ``weights``-mixture of a cell's stride-1 output ``z`` finished by each down-sampling, each resampled to
+    ``side`` by adaptive average pooling where its own side differs."""
+    mixed = torch.zeros(())
+    for down_index, down in enumerate(DOWNSAMPLINGS):
+        out = _finish(z[:, :, ::2, ::2] if down == "stride" else z, params, None, index, True, down, convolved)
+        mixed = mixed + weights[down_index] * (out if out.shape[-1] == side else F.adaptive_avg_pool2d(out, side))
+    return mixed

@@ -85,6 +85,15 @@ class Searcher:
         """
         return None
 
+    def attach(self, env: gym.Env) -> None:
+        """Called by :func:`search` with the env before the first :meth:`ask`: a searcher that needs more than the
+        candidate space (DARTS trains the env's continuous relaxation) takes it here; by default nothing."""
+
+    def costs(self) -> dict[str, float]:
+        """What the searcher itself spent beside the env's evaluations (DARTS: its supernet training's seconds),
+        written to ``best.json`` as ``total_searcher_<key>``; none by default."""
+        return {}
+
 
 def available_searchers() -> dict[str, str]:
     """Registered searcher names and their import paths."""
@@ -358,6 +367,7 @@ def search(
     env = gym.make(env_id, device=device, **env_kwargs)
     searcher_class = load_searcher(method)
     searcher = searcher_class(candidate_space(env), seed, **(config or {}))
+    searcher.attach(env)
     config = {**searcher_defaults(searcher_class), **(config or {})}  # recorded in full: defaults may change
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -459,7 +469,7 @@ def search(
         best_reward,
         best_candidate,
         searcher.recommend(),
-        costs,
+        {**costs, **{f"searcher_{key}": value for key, value in searcher.costs().items()}},
         workers=workers,
         evaluations=evaluations,
         device=device,

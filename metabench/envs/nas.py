@@ -55,6 +55,13 @@ Revisiting an architecture costs no real time.
 Seeding: the reward is a deterministic function of the architecture (given ``fidelity``,
 ``train_seed`` and the val episodes); ``reset(seed=)`` seeds only gymnasium's ``np_random``.
 
+Continuous relaxation (for gradient-based search, DARTS: Liu et al. 2019): :meth:`MetaNASEnv.relaxation` gives
+what a searcher needs to train the relaxed space by the reward's recipe without stepping the env: the
+supernet's initial parameters, ProtoNets' query loss of episodes under given architecture weights
+(:func:`metabench.nas.relaxed_forward`: a softmax per decision over its 4 options; see there how widths and the
+differently sized down-samplings are mixed), the reward's train sampler and its val episodes. The searcher
+submits a discrete architecture (e.g. :func:`metabench.nas.argmax`) as its action, scored like any other.
+
 Cost: see :data:`DEFAULT_FIDELITY`.
 """
 
@@ -67,16 +74,17 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from metabench import data, nas
+from metabench import data, models, nas
 from metabench.envs.design import DesignEnv
 from metabench.envs.omniglot import MetaOmniglotEnv
+from metabench.episodes import Episodes
 from metabench.evaluation import episode_chunks
 from metabench.learners import Learner, config_from_dict, load_learner_class
 
@@ -92,6 +100,25 @@ TEST_TRAIN_EPISODES = 500
 VAL_SEED = 1
 LEARNER = "protonet"
 CACHE_FORMAT = "metabench-nas-result/1"
+
+
+class Relaxation(NamedTuple):
+    """MetaNAS's search space relaxed for a gradient-based searcher (:meth:`MetaNASEnv.relaxation`).
+
+    ``widths`` are the relaxation's width options (index ``j`` stands for ``metabench.nas.WIDTHS[j]``); ``init``
+    draws the supernet's parameters (:func:`metabench.nas.supernet_init`, no task dimension) from a generator;
+    ``loss(params, weights, episodes)`` is ProtoNets' training loss (query cross-entropy of squared distances to
+    the prototypes, each task's support and query embedded together with batch statistics, as ProtoNets trains)
+    of ``episodes`` embedded by :func:`metabench.nas.relaxed_forward` with ``weights`` ``(CELLS, 3, CHOICES)``
+    probabilities; ``train_episodes(generator)`` draws one meta-batch from the reward's train sampler (ProtoNets'
+    60-way episodes); ``val_episodes`` are the reward's fixed val tasks, all in one batch.
+    """
+
+    widths: tuple[int, ...]
+    init: Callable[[torch.Generator], models.Params]
+    loss: Callable[[models.Params, torch.Tensor, Episodes], torch.Tensor]
+    train_episodes: Callable[[torch.Generator], Episodes]
+    val_episodes: Episodes
 
 
 class MetaNASEnv(DesignEnv):
@@ -259,6 +286,40 @@ class MetaNASEnv(DesignEnv):
     def recipe(self) -> dict[str, Any]:
         """The test recipe's budget: ``test_train_episodes`` of the reward's training."""
         return {"train_episodes": self.test_train_episodes}
+
+    # --- the continuous relaxation -----------------------------------------------------------------
+
+    def relaxation(self, width: int = max(nas.WIDTHS)) -> Relaxation:
+        """The search space relaxed (see :class:`Relaxation`), its widths scaled to a widest ``width`` (64: the
+        space's own; fewer: a cheaper proxy, :func:`metabench.nas.proxy_widths`)."""
+        widths = nas.proxy_widths(width)
+        learner = self.learner_class(config_from_dict(self.learner_class, self.learner_config), self.val_env.protocol)
+
+        def init(generator: torch.Generator) -> models.Params:
+            return {name: value.to(self.device) for name, value in nas.supernet_init(generator, widths).items()}
+
+        def loss(params: models.Params, weights: torch.Tensor, episodes: Episodes) -> torch.Tensor:
+            n_way, n_support = int(episodes.support_targets.max()) + 1, episodes.support_inputs.shape[1]
+            images = torch.cat([episodes.support_inputs, episodes.query_inputs], dim=1)
+            tasks, n = images.shape[:2]
+            flat = images.reshape(1, tasks * n, *images.shape[2:])
+            embeddings = nas.relaxed_forward(models.expand(params, 1), weights, flat, widths).view(tasks, n, -1)
+            support, query = embeddings[:, :n_support], embeddings[:, n_support:]
+            prototypes = models.class_means(support, episodes.support_targets, n_way)
+            # ProtoNets' logits (minus squared distances) written out: cdist has no second derivative
+            logits = -(query.unsqueeze(2) - prototypes.unsqueeze(1)).square().sum(dim=-1)
+            return learner.loss(logits, episodes.query_targets)
+
+        def train_episodes(generator: torch.Generator) -> Episodes:
+            return self.train_sampler.sample(learner.config.meta_batch, generator)
+
+        val = Episodes(
+            *(
+                torch.cat([getattr(chunk, field.name) for chunk in self.val_tasks])
+                for field in dataclasses.fields(Episodes)
+            )
+        )
+        return Relaxation(widths, init, loss, train_episodes, val)
 
     # --- scoring ------------------------------------------------------------------------------
 
