@@ -28,6 +28,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium import spaces
 
 from metabench import nas
 from metabench.episodes import Episodes
@@ -60,7 +61,7 @@ class DARTS(Searcher):
             raise ValueError(f"order must be 1 (first order) or 2 (the unrolled step), got {order!r}")
         if steps < 1 or val_batch < 1:
             raise ValueError(f"steps and val_batch must be >= 1, got {steps} and {val_batch}")
-        if tuple(np.asarray(space.nvec).ravel()) != (nas.CHOICES,) * nas.N_DECISIONS:
+        if not isinstance(space, spaces.MultiDiscrete) or tuple(space.nvec) != (nas.CHOICES,) * nas.N_DECISIONS:
             raise ValueError("darts searches MetaNAS's architectures (12 decisions of 4 options)")
         nas.proxy_widths(width)  # refuse a bad width before the env is attached
         self.steps, self.order, self.width, self.val_batch = steps, order, width, val_batch

@@ -32,6 +32,10 @@ refuses the ones whose feature maps would vanish.
 An architecture is written as a string of cells ``op-width-downsampling`` joined by commas (see
 :func:`to_string`, :func:`parse`), e.g. Conv-4 is
 ``conv3x3-64-maxpool,conv3x3-64-maxpool,conv3x3-64-maxpool,conv3x3-64-maxpool``.
+
+The continuous relaxation of the space (DARTS, Liu et al. 2019) is :func:`relaxed_forward` on
+:func:`supernet_init`'s parameters: a softmax per decision; :func:`one_hot` weights give :func:`forward` of
+that architecture on its :func:`subnet` parameters, and :func:`argmax` discretises.
 """
 
 from __future__ import annotations
