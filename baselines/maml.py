@@ -12,9 +12,9 @@ test, meta-batch 32; 20-way: 5 steps of 0.1, meta-batch 16. Sinusoid: the 1-40-4
 1 step of 0.01, meta-batch 25.
 
 MAML++ (A. Antoniou, H. Edwards, A. Storkey. How to train your MAML. ICLR 2019) is this learner with
-five switches of :class:`MAML.Config`, all off by default (plain MAML, and every MAML, FOMAML and ANIL
+six switches of :class:`MAML.Config`, all off by default (plain MAML, and every MAML, FOMAML and ANIL
 checkpoint, behave and load exactly as without them), so an ablation is one flag; :class:`MAMLPlusPlus`
-(``maml++``) turns them all on. See :class:`MAMLPlusPlus` for the published figures and the differences
+(``maml++``) turns them on, BNRS aside. See :class:`MAMLPlusPlus` for the published figures and the differences
 from the paper's code.
 """
 
