@@ -65,13 +65,8 @@ class DARTS(Searcher):
             raise ValueError("darts searches MetaNAS's architectures (12 decisions of 4 options)")
         nas.proxy_widths(width)  # refuse a bad width before the env is attached
         self.steps, self.order, self.width, self.val_batch = steps, order, width, val_batch
-        self.lr, self.lr_min, self.momentum, self.weight_decay, self.grad_clip = (
-            lr,
-            lr_min,
-            momentum,
-            weight_decay,
-            grad_clip,
-        )
+        self.lr, self.lr_min, self.momentum = lr, lr_min, momentum
+        self.weight_decay, self.grad_clip = weight_decay, grad_clip
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
         self.generator = torch.Generator().manual_seed(seed)
         self.seconds = self.cpu_seconds = 0.0
