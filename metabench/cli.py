@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-interval",
         type=int,
         help="iterations between validations (default: about 20 validations per run, after iteration 0: every "
-        "ITERATIONS/20 iterations and, with --time-budget, every SECONDS/20 seconds of training)",
+        "ITERATIONS/20 iterations and, with --time-budget, every SECONDS/20 seconds of training; at least 25 "
+        "iterations apart)",
     )
     train.add_argument("--val-episodes", type=int, default=200, help="val episodes per validation")
     train.add_argument(

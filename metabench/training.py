@@ -52,6 +52,8 @@ CHECKPOINT_KEYS = ("agent", "env_id", "config", "seed", "learner")
 RESUME_KEYS = ("iteration", "generator", "history", "training")
 VAL_POINTS = 20
 """Validations a run makes by default (besides the one at iteration 0): its learning curve's resolution."""
+MIN_VAL_INTERVAL = 25
+"""The fewest iterations between two default validations: a run of a few iterations validates at its start and end."""
 VAL_SEED = 1
 TRAIN_SEED_OFFSET = 10_000  # the sampler of a run seeded s uses generator seed s + offset
 
@@ -420,7 +422,8 @@ def train(
 
     A new run validates at iteration 0, then every ``val_interval`` iterations and at its end; by default
     (``val_interval=None``) :data:`VAL_POINTS` times a run: every ``iterations // VAL_POINTS`` iterations and,
-    with a ``time_budget``, also every ``time_budget / VAL_POINTS`` seconds of training. Each validation saves
+    with a ``time_budget``, also every ``time_budget / VAL_POINTS`` seconds of training, but never within
+    :data:`MIN_VAL_INTERVAL` iterations of the last validation. Each validation saves
     the checkpoint, then ``log.csv``. The run folder is locked while a call trains in it (:func:`lock_run_folder`).
     ``patience`` turns on early stopping, as Prototypical Networks' code does: the run keeps the best validation so far
     (highest val reward, i.e. lowest val query loss) in ``best.pt`` and stops once ``patience`` validations in
@@ -446,7 +449,7 @@ def train(
     out = Path(out_dir)
     path = out / "checkpoint.pt"
     val_interval_given = val_interval is not None
-    val_interval = max(1, iterations // VAL_POINTS) if val_interval is None else val_interval
+    val_interval = max(MIN_VAL_INTERVAL, iterations // VAL_POINTS) if val_interval is None else val_interval
     checkpoint_interval = checkpoint_interval or val_interval
 
     if path.exists():
@@ -629,7 +632,12 @@ def train(
                 last = iteration == iterations or (budget_end is not None and elapsed >= budget_end)
                 if rank > 0:  # rank 0 validates, logs and saves
                     continue
-                validating = iteration % val_interval == 0 or last or (next_val is not None and elapsed >= next_val)
+                due = (
+                    next_val is not None
+                    and elapsed >= next_val
+                    and iteration - history[-1]["iteration"] >= MIN_VAL_INTERVAL
+                )
+                validating = iteration % val_interval == 0 or last or due
                 if validating:
                     validate(window, bar)
                     window = []

@@ -244,6 +244,7 @@ def quick_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     results = {"accuracy_mean": 0.5, "accuracy_ci95": 0.0, "reward_mean": -1.0, "reward_ci95": 0.0}
     monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: ({"results": results}, []))
     monkeypatch.setattr(training, "plot_curve", lambda *args: None)
+    monkeypatch.setattr(training, "MIN_VAL_INTERVAL", 1)  # the schedule of a long run, on a few iterations
 
 
 def test_the_default_validation_interval_gives_a_curve_of_20_points_after_iteration_0(tmp_path, quick_validation):
