@@ -196,14 +196,14 @@ def test_cli_train_then_evaluate_and_its_clear_errors(tmp_path, capsys):
             "no checkpoint",
         ),
         (
-            ["evaluate", "--agent", "protonet", "--checkpoint", checkpoint, "--env", "MetaOmniglot-20w1s-v0"],
-            "was trained on MetaOmniglot-5w1s-v0",
+            ["evaluate", "--agent", "protonet", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w5s-v0"],
+            "was trained on MetaOmniglot-5w1s-v0",  # ProtoNets move to another way (20w1s), not another shot
         ),
         (
             ["evaluate", "--agent", "maml", "--checkpoint", checkpoint, "--env", "MetaOmniglot-5w1s-v0"],
             "is a protonet checkpoint",
         ),
-        (["train", "maml", "--env", "MetaOmniglot-5w1s", "--iterations", "1"], "unversioned env id"),
+        (["train", "maml", "--env", "MetaOmniglot-5w1z", "--iterations", "1"], "unknown env id 'MetaOmniglot-5w1z'"),
         (["train", "maml", "--env", "MetaOmniglot-5w1s-v0", "--config", "inner_lr"], "key=value"),
         (["train", "maml", "--env", "MetaOmniglot-5w1s-v0", "--config", "warp=9"], "unknown maml hyperparameters"),
     ]:
