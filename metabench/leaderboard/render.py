@@ -15,6 +15,7 @@ import numpy as np
 
 import metabench
 from metabench.leaderboard.formatting import duration, metric_text
+from metabench.leaderboard.published import PUBLISHED, budget_fraction
 from metabench.leaderboard.schema import REPOSITORY_FILE, Entry
 
 
@@ -138,6 +139,12 @@ def _row(rank: int, group: list[Entry]) -> dict[str, str]:
     if len(group) > 1:
         unit = " %" if accuracy else ""
         seeds += f" (s.d. {100 * spread:.2f}{unit})" if accuracy else f" (s.d. {spread:.4f})"
+    published = PUBLISHED.get((entry.env_id, entry.record.agent))
+    published_text = "—"
+    if published is not None:
+        fraction = budget_fraction(published, budget.episodes_seen)
+        share = published.budget if fraction is None else f"this budget is {100 * fraction:.2g}% of it"
+        published_text = f"{published.text()} % ({share})"
     reward = np.mean([member.results.reward_mean for member in group])
     reward_ci = np.mean([member.results.reward_ci95 for member in group])
     return {
@@ -150,6 +157,7 @@ def _row(rank: int, group: list[Entry]) -> dict[str, str]:
         "budget": f"{budget.iterations:,} it × {budget.meta_batch} = {budget.episodes_seen:,} episodes, "
         f"{duration(budget.wall_seconds)}" + (" (seed 0's)" if len(group) > 1 else ""),
         "hardware": f"{budget.device_name} ({budget.device})",
+        "published": published_text,
         "flags": ", ".join(flags),
         "paper": str(entry.record.metadata.paper or ""),
         "code": _link(entry.record.metadata.code),
@@ -162,7 +170,7 @@ def _link(code: Any) -> str:
     return f"../{text}" if REPOSITORY_FILE.match(text) else text
 
 
-COLUMNS = ("rank", "method", "accuracy", "reward", "seeds", "budget", "hardware", "flags")
+COLUMNS = ("rank", "method", "accuracy", "reward", "seeds", "budget", "hardware", "published", "flags")
 HEADERS = {
     "rank": "#",
     "method": "method",
@@ -171,6 +179,7 @@ HEADERS = {
     "seeds": "training seeds",
     "budget": "training budget",
     "hardware": "training hardware",
+    "published": "published (paper)",
     "flags": "flags",
     "links": "links",
 }
@@ -207,6 +216,9 @@ def render_markdown(entries: list[Entry]) -> str:
             lines += ["No entries yet.", ""]
             continue
         lines += [f"Protocol: {protocol_text(env_entries)}.", ""]
+        sources = dict.fromkeys(record for (board, _), record in PUBLISHED.items() if board == env_id)
+        for record in {record.source: record for record in sources}.values():
+            lines += [f"Published ({record.source}): measured on {record.protocol}; ± = {record.plus_minus_means}.", ""]
         for title, groups in board_tables(env_id, env_entries):
             lines += [f"**{title}**", ""]
             lines.append("| " + " | ".join(HEADERS[column] for column in (*COLUMNS, "links")) + " |")
@@ -316,7 +328,7 @@ def _html_table(groups: list[list[Entry]]) -> str:
             f'<td class="num">{html.escape(row["accuracy"])}</td><td class="num">{html.escape(row["reward"])}</td>'
             f"<td>{html.escape(row['seeds'])}</td>"
             f"<td>{html.escape(row['budget'])}</td><td>{html.escape(row['hardware'])}</td>"
-            f"<td>{flags}</td><td>{links}</td></tr>"
+            f"<td>{html.escape(row['published'])}</td><td>{flags}</td><td>{links}</td></tr>"
         )
     parts.append("</tbody></table>")
     return "".join(parts)
