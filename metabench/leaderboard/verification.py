@@ -42,6 +42,13 @@ from metabench.leaderboard.validation import check_evaluation, compare_records, 
 #: scores several tasks (MetaAugment v1: 4 of its 32 episodes). A forgery of a fraction f of an entry's
 #: episodes escapes one audit of n episodes with probability C(N - fN, n) / C(N, n) <= (1 - f) ** n.
 AUDIT_TASKS = 100
+#: An audit on other hardware than the stored run's (another CPU or GPU model: other kernels, other rounding)
+#: that finds a mismatch re-scores every episode, and passes if at most this fraction of them differ, with the
+#: mean reward difference still within the same-device bound: an unrolled inner loop (MetaOptimizer) can carry
+#: a last-bit difference into a visible one on a rare episode (measured: 1 of 1,000 episodes of a MetaOptimizer
+#: entry, 2.5e-3, re-scored on an AMD EPYC after an Intel Xeon), while a forgery in the submitter's favour moves
+#: the mean.
+OTHER_HARDWARE_MISMATCH_FRACTION = 0.01
 #: A design board's design, re-trained by its recipe (``full``), must score within this much mean accuracy of
 #: the stored checkpoint on the protocol's episodes: re-training on another machine may round differently.
 RETRAIN_ACCURACY_TOL = 0.02
@@ -124,6 +131,7 @@ def check_entry(
     """``submit``'s validation of the stored ``entry`` and its duplicate checks against the ``earlier`` entries,
     then the audit (:func:`audit_episodes` with ``seed``; every episode if ``full`` or it has no verification
     evidence, and with ``full`` a design board's re-train, :func:`check_design`)."""
+    from metabench.evaluation import device_name
     from metabench.learners import available
     from metabench.training import load_checkpoint
 
@@ -153,6 +161,16 @@ def check_entry(
         episodes = list(range(total)) if full else audit_episodes(entry.env_id, label, seed)
         learner, _ = load_checkpoint(entry.path / "checkpoint.pt", device, agent=entry.summary.agent)
         matches, details = _reproduces(entry, learner, episodes, device)
+        if not matches and not full and entry.summary.run.device_name != device_name(device):
+            mode = f"audit (seed {seed}), then a full re-run on other hardware ({device_name(device)})"
+            episodes = list(range(total))
+            matches, details = _reproduces(entry, learner, episodes, device)
+            allowed = OTHER_HARDWARE_MISMATCH_FRACTION * total
+            matches = matches or (
+                details["mismatched_episodes"] <= allowed
+                and details["accuracy_differences"] <= allowed
+                and abs(details["mean_reward_diff"]) <= details["mean_reward_tolerance"]
+            )
         if not matches:
             return report(
                 False,
@@ -169,7 +187,12 @@ def check_entry(
         return report(False, " ".join(str(error).split()))
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
         return report(False, "cannot re-run the stored checkpoint: " + " ".join(str(error).split()))
-    return report(True, f"{len(episodes)} episodes reproduced{retrained}", details)
+    differ = (
+        f" ({details['mismatched_episodes']} within the other-hardware allowance)"
+        if details["mismatched_episodes"]
+        else ""
+    )
+    return report(True, f"{len(episodes)} episodes reproduced{differ}{retrained}", details)
 
 
 def _folder_label(path: Path) -> str:
