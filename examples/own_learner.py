@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Anyone can re-run a registered learner's entry from its stored checkpoint (`metabench leaderboard verify`).
     if args.verify and args.agent in available():
         result["verification"] = leaderboard.verify(entry.path, root)
-        print(f"verified: {result['verification'].verified} ({result['verification'].message})")
+        print(f"verified: {result['verification'].passed} ({result['verification'].message})")
     elif args.verify:
         print(f"not verified: {args.agent} is not registered (only registered learners are re-run)")
     return result

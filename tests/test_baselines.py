@@ -254,7 +254,9 @@ def test_training_sets_the_progress_of_the_planned_run_before_every_step(monkeyp
 
     # with a time budget that ends before the iterations do, progress is the budget's fraction spent
     clock = iter(range(1000))
-    monkeypatch.setattr("metabench.training.time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    monkeypatch.setattr(
+        "metabench.training.time", SimpleNamespace(perf_counter=lambda: float(next(clock)), process_time=lambda: 0.0)
+    )
     np.testing.assert_allclose(run(tmp_path / "b", 100, time_budget=4), quarters)
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")[1]["iteration"] == 4  # each step took 1 fake second
 

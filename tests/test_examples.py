@@ -128,7 +128,7 @@ def test_own_learner_by_the_entry_point_of_a_users_package(
     )
     learner, state = load_checkpoint(result["checkpoint"])
     assert type(learner) is installed and state["agent"] == "pixel-proto"
-    assert result["verification"].verified, result["verification"].message
+    assert result["verification"].passed, result["verification"].message
     (entry,) = leaderboard.load_entries(board, ENV)
     assert entry.verified and entry.record.agent == "pixel-proto"
 

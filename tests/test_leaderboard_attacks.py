@@ -122,8 +122,9 @@ def test_a_forgery_of_most_blocks_with_a_hand_written_verification_fails_any_aud
     claim_verified(entry)
     for seed in (1, 2):
         report = check_report(root, PRETRAIN, seed)
-        assert not report.passed and report.mode == f"audit (seed {seed})"
-        assert f"of {leaderboard.AUDIT_TASKS} re-scored episodes differ from the stored ones" in report.message
+        # on other hardware than the stored run's the audit goes on to every episode: still refused
+        assert not report.passed and report.mode.startswith(f"audit (seed {seed})")
+        assert "re-scored episodes differ from the stored ones" in report.message
 
 
 def test_a_forged_protocol_is_refused_and_does_not_shrink_the_audit(tmp_path: Path) -> None:
