@@ -161,10 +161,11 @@ def check_entry(
         episodes = list(range(total)) if full else audit_episodes(entry.env_id, label, seed)
         learner, _ = load_checkpoint(entry.path / "checkpoint.pt", device, agent=entry.summary.agent)
         matches, details = _reproduces(entry, learner, episodes, device)
-        if not matches and not full and entry.summary.run.device_name != device_name(device):
-            mode = f"audit (seed {seed}), then a full re-run on other hardware ({device_name(device)})"
-            episodes = list(range(total))
-            matches, details = _reproduces(entry, learner, episodes, device)
+        if not matches and entry.summary.run.device_name != device_name(device):
+            if not full:
+                mode = f"audit (seed {seed}), then a full re-run on other hardware ({device_name(device)})"
+                episodes = list(range(total))
+                matches, details = _reproduces(entry, learner, episodes, device)
             allowed = OTHER_HARDWARE_MISMATCH_FRACTION * total
             matches = matches or (
                 details["mismatched_episodes"] <= allowed
