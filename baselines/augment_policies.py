@@ -41,8 +41,10 @@ from typing import Any
 import numpy as np
 
 from metabench import augment
+from metabench.envs import make_env
 from metabench.envs.augment import DEFAULT_SUB_POLICIES
-from metabench.evaluation import device_name, make_env, mean_ci95
+from metabench.envs.common import device_name
+from metabench.evaluation import mean_ci95
 from metabench.search import load_runs, open_loop_checkpoint, play
 from metabench.training import write_csv
 
@@ -163,7 +165,7 @@ def searched_candidates(run_dirs: list[str | Path], top: int) -> dict[str, dict[
 
 def ppo_candidate(checkpoint: str | Path) -> list[float]:
     """The deterministic action of a PPO checkpoint on MetaAugment's constant observation, as a candidate."""
-    from metabench.training import load_checkpoint
+    from metabench.checkpoints import load_checkpoint
 
     learner, _ = load_checkpoint(checkpoint)
     return [float(value) for value in learner.act(np.zeros(learner.observation_space.shape, np.float32))]

@@ -36,8 +36,10 @@ import numpy as np
 import torch
 
 import metabench
+from metabench.envs import make_env
+from metabench.envs.common import device_name
 from metabench.envs.optimizer import LOG10_LR_BOUNDS, MetaOptimizerEnv
-from metabench.evaluation import TEST_SEED, device_name, make_env, mean_ci95, protocol_episodes, write_evaluation
+from metabench.evaluation import TEST_SEED, mean_ci95, protocol_episodes, write_evaluation
 from metabench.search import open_loop_checkpoint
 from metabench.training import VAL_SEED, write_csv
 

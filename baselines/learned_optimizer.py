@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from metabench.envs import make_env
 from metabench.envs.optimizer import LOG10_LR_BOUNDS, MetaOptimizerEnv
 from metabench.episodes import Episodes
-from metabench.evaluation import make_env
 from metabench.inner_loop import adapt
 from metabench.learners import Learner
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from metabench import nas
-from metabench.evaluation import device_name
+from metabench.envs.common import device_name
 from metabench.search import open_loop_checkpoint
 
 ENV_ID = "MetaNAS-Omniglot-5w1s-v1"

@@ -11,9 +11,9 @@ harness and the leaderboard can score:
    ``reward`` = the episode's total reward, ``seconds`` since training started, and ``accuracy`` when
    the env reports one), comparable with the traces of ``metabench search`` evaluation by evaluation
    for the one-step envs, and ``checkpoint.pt``.
-2. The checkpoint is a metabench checkpoint (``metabench.training.CHECKPOINT_FORMAT``, agent ``ppo``):
+2. The checkpoint is a metabench checkpoint (``metabench.checkpoints.CHECKPOINT_FORMAT``, agent ``ppo``):
    the policy network's tensors (``state_dict``) and :class:`PPO.Config` (the SB3 hyperparameters and
-   the env arguments). ``metabench.training.load_checkpoint`` rebuilds the :class:`PPO` learner from
+   the env arguments). ``metabench.checkpoints.load_checkpoint`` rebuilds the :class:`PPO` learner from
    the env's spaces and loads the tensors; no pickled Python objects, loadable with ``weights_only``.
 3. Evaluate: the learner acts deterministically (the policy's most likely action) through
    :meth:`PPO.act`, so ``metabench evaluate --agent ppo --checkpoint runs/ppo-augment/checkpoint.pt
@@ -41,12 +41,15 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 
+from metabench.checkpoints import checkpoint_content, save_checkpoint
 from metabench.cli import parse_key_values
-from metabench.evaluation import device_name, make_env
+from metabench.envs import make_env
+from metabench.envs.common import device_name
 from metabench.learners import Learner, config_from_dict
-from metabench.training import CHECKPOINT_FORMAT, write_csv
 
 # SB3 hyperparameters of PPO.Config, passed to stable_baselines3.PPO as they are
+from metabench.training import write_csv
+
 SB3_KWARGS = (
     "learning_rate",
     "n_steps",
@@ -210,31 +213,26 @@ def train_ppo(
     env.close()
 
     write_csv(trace.rows, out / "trace.csv")
-    path = out / "checkpoint.pt"
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "agent": PPO.name,
-            "env_id": env_id,
-            # env arguments of the run, as metabench.training stores them (the split is the harness's)
-            "env_kwargs": {key: value for key, value in env_kwargs.items() if key != "split"},
-            "config": dataclasses.asdict(ppo_config),
-            "seed": seed,
-            "iteration": int(model.num_timesteps),
-            "learner": {"policy": {key: value.cpu() for key, value in model.policy.state_dict().items()}},
-            "history": trace.rows,
-            "training": {
-                "wall_seconds": round(wall, 3),
-                "meta_batch": 1,
-                "episodes_seen": len(trace.rows),
-                "device": str(torch.device(device)),
-                "device_name": device_name(device),
-                **({"command": command} if command else {}),
-            },
+    content = checkpoint_content(
+        PPO,
+        env_id,
+        config=dataclasses.asdict(ppo_config),
+        seed=seed,
+        state={"policy": {key: value.cpu() for key, value in model.policy.state_dict().items()}},
+        iteration=int(model.num_timesteps),
+        # env arguments of the run, as metabench.training stores them (the split is the harness's)
+        env_kwargs={key: value for key, value in env_kwargs.items() if key != "split"},
+        history=trace.rows,
+        training={
+            "wall_seconds": round(wall, 3),
+            "meta_batch": 1,
+            "episodes_seen": len(trace.rows),
+            "device": str(torch.device(device)),
+            "device_name": device_name(device),
+            **({"command": command} if command else {}),
         },
-        path,
     )
-    return path
+    return save_checkpoint(content, out / "checkpoint.pt")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 
 from metabench import data, models
+from metabench.envs import make_env
 from metabench.episodes import Episodes
-from metabench.evaluation import make_env
 from metabench.inner_loop import adapt
 from metabench.learners import Learner, task_losses
 

@@ -49,9 +49,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from metabench.envs import make_env
 from metabench.envs.reweight import MetaReweightEnv
 from metabench.episodes import Episodes
-from metabench.evaluation import TEST_SEED, make_env, mean_ci95
+from metabench.evaluation import TEST_SEED, mean_ci95
 from metabench.learners import Learner
 from metabench.search import load_searcher
 from metabench.training import VAL_SEED

@@ -36,9 +36,10 @@ from machine import machine
 
 import metabench  # noqa: F401
 from metabench import allocator
+from metabench.envs import make_env
 from metabench.envs.augment import DEFAULT_SUB_POLICIES
 from metabench.envs.augment_training import VAL_EPISODES, MetaAugmentTrainingEnv
-from metabench.evaluation import make_env, mean_ci95, score_tasks
+from metabench.evaluation import mean_ci95, score_tasks
 from metabench_baselines.augment_policies import cycled, hand_written
 
 ENV_ID = "MetaAugment-Omniglot-5w1s-v2"

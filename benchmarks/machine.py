@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from metabench.evaluation import device_name
+from metabench.envs.common import device_name
 
 
 def machine(device: str) -> dict:

@@ -16,8 +16,8 @@ import time
 import torch
 from machine import machine, write_results
 
-from metabench.evaluation import make_env
-from metabench.training import build_learner
+from metabench.checkpoints import build_learner
+from metabench.envs import make_env
 
 
 def seconds_per_iteration(env_id: str, device: str, first_order: bool, task_chunk: int, iterations: int) -> float:

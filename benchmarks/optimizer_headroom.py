@@ -57,12 +57,13 @@ import torch
 from machine import machine
 
 import metabench  # noqa: F401  (registers the envs)
+from metabench.checkpoints import load_checkpoint
+from metabench.envs import make_env
 from metabench.envs.common import as_action_tensor
 from metabench.envs.optimizer import LOG10_LR_BOUNDS, MetaOptimizerEnv
-from metabench.evaluation import TEST_SEED, make_env, mean_ci95
+from metabench.evaluation import TEST_SEED, mean_ci95
 from metabench.inner_loop import adapt
 from metabench.learners import Learner
-from metabench.training import load_checkpoint
 
 ENV_ID = "MetaOptimizer-Omniglot-5w1s-v0"
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from metabench.envs import make_env
 from metabench.envs.reweight import MetaReweightEnv
-from metabench.evaluation import make_env, mean_ci95
+from metabench.evaluation import mean_ci95
 
 
 def play(env: MetaReweightEnv, seed: int, oracle: bool) -> dict[str, float]:

@@ -16,8 +16,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from metabench.checkpoints import load_checkpoint
 from metabench.evaluation import evaluate
-from metabench.training import load_checkpoint
 
 STEP_FIELD = {"maml": "inner_steps_test", "fomaml": "inner_steps_test", "pretrain": "finetune_steps"}
 #: Finn et al. (2017), 5-shot sinusoid, MSE after 1 / 5 / 10 gradient steps at test (as cited in issue 11).

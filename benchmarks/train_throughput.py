@@ -20,8 +20,8 @@ import torch
 from machine import machine, write_results
 from torch.utils.flop_counter import FlopCounterMode
 
-from metabench.evaluation import make_env
-from metabench.training import build_learner
+from metabench.checkpoints import build_learner
+from metabench.envs import make_env
 
 CASES = {
     "protonet 60-way 1-shot episode": ("protonet", "MetaOmniglot-5w1s-v1"),

@@ -48,11 +48,12 @@ import torch
 import torch.nn.functional as F
 
 from metabench import leaderboard
+from metabench.checkpoints import load_checkpoint
 from metabench.cli import main as metabench_command
 from metabench.episodes import Episodes
 from metabench.evaluation import evaluate
 from metabench.learners import Learner, available, learner_reference
-from metabench.training import load_checkpoint, train
+from metabench.training import train
 
 
 class PixelProto(Learner):

@@ -14,9 +14,12 @@ from pathlib import Path
 from gymnasium.envs.registration import registry
 
 import metabench
-from metabench import ENV_IDS, allocator, data, leaderboard, splits
+from metabench import ENV_IDS, allocator
 from metabench.envs import DEPRECATED_IDS
-from metabench.envs.common import resolve_device
+from metabench.leaderboard.cli import add_commands as add_leaderboard_commands
+
+# Only what builds the parser is imported here (no torch): `metabench --help` answers at once, and the command's
+# own imports run inside main()'s error handling, where Ctrl-C during start-up is one line, not a traceback.
 
 
 def _task_description(kwargs: dict) -> str:
@@ -29,6 +32,8 @@ def _task_description(kwargs: dict) -> str:
 
 
 def _protocol_description(kwargs: dict) -> str:
+    from metabench import splits
+
     if "scheme" in kwargs:
         split = f"/{kwargs['split']}" if "split" in kwargs else ""
         edition = splits.find_edition(kwargs["scheme"], "test", kwargs["manifest_sha256"][kwargs["scheme"]]["test"])
@@ -39,6 +44,8 @@ def _protocol_description(kwargs: dict) -> str:
 
 def cmd_envs(args: argparse.Namespace) -> int:
     """Print every registered metabench environment with its task and protocol, current ids first."""
+    from metabench import splits
+
     rows = []
     for env_id in sorted(ENV_IDS, key=lambda env_id: env_id in DEPRECATED_IDS):
         kwargs = registry[env_id].kwargs
@@ -62,6 +69,8 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 def cmd_data_where(args: argparse.Namespace) -> int:
     """Say where raw data is read from and where the preprocessed cache lives."""
+    from metabench import data
+
     root = data.data_dir(args.root)
     print(f"raw data folder : {root if root else f'not set (pass --root or set ${data.DATA_ENV_VAR})'}")
     print(f"cache folder    : {data.cache_dir()}  (set ${data.CACHE_ENV_VAR} to move it)")
@@ -70,6 +79,8 @@ def cmd_data_where(args: argparse.Namespace) -> int:
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     """Decode, verify and preprocess Omniglot into the tensor cache (downloading if asked)."""
+    from metabench import data
+
     path = data.prepare(args.root, download_if_missing=args.download, force=args.force)
     print(f"prepared {path}")
     return 0
@@ -77,6 +88,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def cmd_data_verify(args: argparse.Namespace) -> int:
     """Re-decode the raw files and check every checksum."""
+    from metabench import data
+
     report = data.verify(args.root)
     print(json.dumps(report, indent=1, default=str))
     return 0
@@ -98,7 +111,7 @@ def parse_key_values(pairs: list[str], option: str = "--config") -> dict:
 
 def _resolve_env_id(args: argparse.Namespace) -> None:
     """Replace ``args.env`` by the registered id it names (an unversioned id: its latest version, said on stderr)."""
-    from metabench.evaluation import resolve_env_id
+    from metabench.envs import resolve_env_id
 
     env_id = resolve_env_id(args.env)
     if env_id != args.env.removeprefix("metabench:"):
@@ -319,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("where", cmd_data_where, "print the raw data and cache folders"),
     ):
         sub = data_commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--root", help=f"raw data folder (default: ${data.DATA_ENV_VAR})")
+        sub.add_argument("--root", help="raw data folder (default: $METABENCH_DATA)")
         sub.set_defaults(func=func)
         if name == "prepare":
             sub.add_argument(
@@ -486,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--title", default="", help="plot title (default: the env id)")
     plot.add_argument("--csv", help="also write the summary table as CSV")
     plot.set_defaults(func=cmd_search_plot)
-    leaderboard.add_commands(commands)
+    add_leaderboard_commands(commands)
     return parser
 
 
@@ -516,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     allocator.keep_freed_memory()
     try:
         if isinstance(getattr(args, "device", None), str):
+            from metabench.envs.common import resolve_device
+
             resolve_device(args.device)
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
@@ -529,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as error:
         print(_interrupted(error, args), file=sys.stderr)
         return 130
-    except (data.DataError, leaderboard.LeaderboardError, ValueError) as error:
+    except _refusals() as error:
         print(f"metabench: {error}", file=sys.stderr)
         return 1
     except OSError as error:
@@ -538,6 +553,14 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("metabench: out of memory: choose a smaller configuration (e.g. width, meta_batch)", file=sys.stderr)
         return 1
+
+
+def _refusals() -> tuple[type[Exception], ...]:
+    """The errors that are a refused input, reported in one line (imported only once one has been raised)."""
+    from metabench.data import DataError
+    from metabench.leaderboard.schema import LeaderboardError
+
+    return DataError, LeaderboardError, ValueError
 
 
 _OS_ERROR_HINTS = {

@@ -26,15 +26,9 @@ whether the learner was transductive.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
-import inspect
 import json
 import math
-import os
-import platform
-import re
 import resource
 import time
 from collections.abc import Iterator
@@ -50,67 +44,17 @@ from gymnasium.envs.registration import EnvSpec, load_env_creator
 from tqdm import tqdm
 
 import metabench
-from metabench.envs.common import TaskEnv, did_you_mean
+from metabench.checkpoints import learner_checkpoint, load_checkpoint, save_checkpoint, transfer_checkpoint
+from metabench.envs import check_env_kwargs, make_env
+from metabench.envs.common import TaskEnv, device_name
 from metabench.episodes import Episodes
-from metabench.learners import Learner
+from metabench.learners import Learner, load_learner_class
 
 TEST_EPISODES = 1000
 TEST_SEED = 2026
 CHUNK = 25
 FORMAT = "metabench-evaluation/1"
 TEST_RUNS_FILE = "test_runs.jsonl"
-
-
-def make_env(env_id: str | EnvSpec, split: str = "train", device: str | torch.device = "cpu", **kwargs: Any) -> TaskEnv:
-    """The unwrapped env of ``env_id`` (or of a spec: what a worker process without the id's registration
-    is given) on ``split`` (ignored by data-free envs such as the sinusoid)."""
-    spec = env_id if isinstance(env_id, EnvSpec) else gym.spec(resolve_env_id(env_id))
-    check_env_arguments(spec, kwargs)
-    if "split" in spec.kwargs:
-        kwargs["split"] = split
-    return gym.make(spec, device=device, **kwargs).unwrapped
-
-
-def resolve_env_id(env_id: str) -> str:
-    """The registered, versioned id ``env_id`` names: itself, or for an unversioned id (``MetaOmniglot-5w1s``)
-    its latest version, as ``gym.make`` resolves it; a ``metabench:`` prefix is dropped. An unknown id raises a
-    ``ValueError`` with the closest registered id and the reminder that ``import metabench`` registers them."""
-    env_id = env_id.removeprefix("metabench:")
-    if env_id in gym.registry:  # metabench's ids and any other registered one (e.g. a test env)
-        return env_id
-    versioned = {other: re.fullmatch(r"(.+)-v(\d+)", other) for other in gym.registry}
-    versions = {other: int(match[2]) for other, match in versioned.items() if match and match[1] == env_id}
-    if versions:
-        return max(versions, key=versions.get)
-    names = {*metabench.ENV_IDS, *(other.rsplit("-v", 1)[0] for other in metabench.ENV_IDS)}
-    raise ValueError(
-        f"unknown env id {env_id!r}{did_you_mean(env_id, names)}: `metabench envs` lists the registered ids "
-        "(in Python, `import metabench` registers them, or give gym.make the id as 'metabench:ID')"
-    )
-
-
-def check_env_arguments(spec: EnvSpec, kwargs: dict[str, Any]) -> None:
-    """Refuse env arguments that the env class of ``spec`` does not take, naming the ones it does."""
-    creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
-    parameters = inspect.signature(creator).parameters
-    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
-        return
-    unknown = sorted(set(kwargs) - set(parameters) - {"device"})
-    if unknown:
-        raise ValueError(
-            f"unknown env argument {unknown[0]!r}{did_you_mean(unknown[0], parameters)} for {spec.id}; "
-            f"it takes {', '.join(sorted(set(parameters) - {'device', 'split'}))}"
-        )
-
-
-def check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
-    """Env arguments given to a run (e.g. ``{"scheme": "lake"}``), as a plain dict; ``device`` and ``split``
-    are the harness's own and refused."""
-    env_kwargs = dict(env_kwargs or {})
-    reserved = sorted({"device", "split"} & set(env_kwargs))
-    if reserved:
-        raise ValueError(f"env arguments {reserved} are set by the harness (--device; train/val/test), not by hand")
-    return env_kwargs
 
 
 def protocol_episodes(env: gym.Env) -> int:
@@ -164,20 +108,6 @@ def test_protocol(env_id: str, n_episodes: int | None = None, seed: int = TEST_S
             if getattr(env, "tasks", None) is not None:
                 _update_hash(digest, env.tasks)
     return {**protocol, "episodes": n_episodes, "episode_seed": seed, "episodes_sha256": digest.hexdigest()}
-
-
-def device_name(device: str | torch.device) -> str:
-    """Human-readable name of the hardware behind ``device``: the GPU model, or the CPU model and core count."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def mean_ci95(values: np.ndarray) -> tuple[float, float]:
@@ -300,9 +230,6 @@ def evaluate_checkpoint(
     episode records to ``out_dir`` (default ``evaluation-ENV`` beside the checkpoint) and records the test
     run in the run folder (:func:`record_test_run`). Returns the summary and the folder.
     """
-    from metabench.learners import load_learner_class
-    from metabench.training import load_checkpoint
-
     path = Path(checkpoint)
     learner, state = load_checkpoint(path, device, agent=agent)
     if agent is not None and state["agent"] != load_learner_class(agent).name:
@@ -344,44 +271,6 @@ def evaluate_checkpoint(
     return summary, out
 
 
-def transfer_checkpoint(
-    learner: Learner, state: dict[str, Any], env_id: str, path: str | Path, *, device: str | torch.device = "cpu"
-) -> Path:
-    """Save ``learner`` (loaded from a checkpoint ``state`` trained on another env) as an inference-only checkpoint
-    for ``env_id``, as the papers score one model on several boards (Prototypical Networks: the 1-shot model on
-    5-way and 20-way 1-shot). Only a learner whose class sets ``any_way = True`` (its classifier is built from
-    the support set, for any number of classes) moves, and only between envs whose protocols differ in ``n_way``
-    alone; the training record names the env it was trained and validated on (``trained_on``)."""
-    from metabench.data import save_atomic
-    from metabench.training import CHECKPOINT_FORMAT, build_learner, inference_state
-
-    source = state["env_id"]
-    if not getattr(type(learner), "any_way", False):
-        raise ValueError(f"{state['agent']} was trained on {source}, not {env_id}, and cannot move to another way")
-    env_kwargs = state.get("env_kwargs") or {}
-    protocols = [dict(make_env(name, split="val", **env_kwargs).protocol) for name in (source, env_id)]
-    for protocol in protocols:
-        protocol.pop("n_way")
-    if protocols[0] != protocols[1]:
-        raise ValueError(f"{state['agent']} was trained on {source}, its protocol and {env_id}'s differ beyond n_way")
-    moved = build_learner(state["agent_reference"], env_id, state["config"], device, state["seed"], env_kwargs)
-    moved.load_state_dict({**moved.state_dict(), **inference_state(learner)})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(
-        {
-            **{key: value for key, value in state.items() if key not in ("generator", "learner")},
-            "format": CHECKPOINT_FORMAT,
-            "env_id": env_id,
-            "learner": inference_state(moved),
-            "inference_only": True,
-            "training": {**state["training"], "trained_on": source},
-        },
-        path,
-    )
-    return path
-
-
 def train_design(
     agent: Learner,
     state: dict[str, Any],
@@ -395,42 +284,28 @@ def train_design(
     checkpoint ``state``) designs its answer, the env trains it by its ``test_recipe``, and the trained
     learner is saved at ``path``. That checkpoint is what the protocol scores; it keeps the agent's budget
     (``training``, ``iteration``, ``seed``: what found the design) and records the design under ``design``."""
-    from metabench.data import save_atomic
-    from metabench.learners import learner_reference
-    from metabench.training import CHECKPOINT_FORMAT
-
     env = make_env(env_id, split="test", device=device, **(env_kwargs or {}))
     start = time.perf_counter()
     agent.reset()
     design = env.design(agent.act)
     learner = env.train_for_test(design)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_atomic(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "agent": learner.name,
-            "agent_reference": learner_reference(type(learner)),
-            "env_id": env_id,
-            "env_kwargs": env_kwargs or {},
-            "config": dataclasses.asdict(learner.config),
-            "seed": state["seed"],
-            "iteration": state["iteration"],
-            "learner": learner.state_dict(),
-            "history": [],
-            "training": state["training"],
-            "design": {
-                "agent": state["agent"],
-                "agent_config": state["config"],
-                "answer": design,
-                "recipe": env.test_recipe,
-                "recipe_wall_seconds": round(time.perf_counter() - start, 3),
-                "recipe_device_name": device_name(device),
-            },
+    content = learner_checkpoint(
+        learner,
+        env_id,
+        env_kwargs=env_kwargs,
+        seed=state["seed"],
+        iteration=state["iteration"],
+        training=state["training"],
+        design={
+            "agent": state["agent"],
+            "agent_config": state["config"],
+            "answer": design,
+            "recipe": env.test_recipe,
+            "recipe_wall_seconds": round(time.perf_counter() - start, 3),
+            "recipe_device_name": device_name(device),
         },
-        path,
     )
-    return path
+    return save_checkpoint(content, path)
 
 
 def score_tasks(learner: Learner, env: TaskEnv, episodes: Episodes) -> tuple[np.ndarray, np.ndarray | None]:

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
 import sys
+import types
+import typing
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
@@ -64,7 +67,7 @@ class Learner:
         config: hyperparameters (an instance of ``Config``).
         task: the environment id and its protocol, e.g. ``{"env_id": "MetaOmniglot-5w1s-v0",
             "dataset": "omniglot", "n_way": 5, "k_shot": 1, "n_query": 15, ...}``; an agent that
-            needs its env builds it with ``metabench.evaluation.make_env(task["env_id"], ...)``.
+            needs its env builds it with ``metabench.envs.make_env(task["env_id"], ...)``.
         device: where parameters live.
         seed: seeds the parameter initialisation.
     """
@@ -140,6 +143,72 @@ def task_losses(task: dict[str, Any], predictions: torch.Tensor, targets: torch.
         return (predictions - targets).square().mean(dim=(1, 2))
     losses = torch.nn.functional.cross_entropy(predictions.flatten(0, 1), targets.flatten(), reduction="none")
     return losses.view_as(targets).mean(dim=1)
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits the type ``annotation`` (ints pass as floats; unknown kinds of types pass)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(item, arg) for item, arg in zip(value, args, strict=True))
+        return not args or all(_matches(item, args[0]) for item in value)
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def check_config(learner_class: type[Learner], config: dict[str, Any]) -> None:
+    """Refuse hyperparameter overrides that ``learner_class.Config`` lacks or whose values have the wrong type.
+
+    Each value is checked against its field's annotation (``int``, ``float``, ``bool``, ``str``, unions such as
+    ``str | None``, ``list[int]``, ``dict``; an int passes as a float): ``lr="fast"`` or ``meta_batch=2.5``
+    raises ``ValueError`` naming the field and its type.
+    """
+    name = getattr(learner_class, "name", learner_class.__name__)
+    fields = {field.name: field for field in dataclasses.fields(learner_class.Config)}
+    unknown = set(config) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {name} hyperparameters: {sorted(unknown)}; known: {sorted(fields)}")
+    try:
+        hints = typing.get_type_hints(learner_class.Config)
+    except Exception:  # an annotation that does not resolve: check the fields whose type is a real type
+        hints = {key: field.type for key, field in fields.items() if not isinstance(field.type, str)}
+    defaults = dataclasses.asdict(learner_class.Config())
+    for key, value in config.items():
+        if key in hints and not _matches(value, hints[key]):
+            expected = _type_name(hints[key])
+            hint = f" (quote text that reads as JSON: {key}='\"{value}\"')" if expected == "str" else ""
+            raise ValueError(
+                f"{name} hyperparameter {key} must be of type {expected}, got {value!r} ({type(value).__name__}){hint}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name} hyperparameter {key} must be a finite number, got {value!r}")
+        default = defaults.get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and value < 0 and isinstance(default, int | float) and not isinstance(default, bool) and default >= 0:
+            raise ValueError(f"{name} hyperparameter {key} must be >= 0 (default {default!r}), got {value!r}")
 
 
 def config_from_dict(learner_class: type[Learner], values: dict[str, Any]) -> Any:

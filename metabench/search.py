@@ -38,9 +38,11 @@ import torch
 from gymnasium import spaces
 from tqdm import tqdm
 
-from metabench.evaluation import device_name, make_env
+from metabench.checkpoints import checkpoint_content, save_checkpoint
+from metabench.envs import make_env
+from metabench.envs.common import device_name
 from metabench.learners import Learner, load_class, registered
-from metabench.training import CHECKPOINT_FORMAT, write_csv
+from metabench.training import write_csv
 
 ENTRY_POINT_GROUP = "metabench.searchers"
 Space = spaces.MultiDiscrete | spaces.Box
@@ -220,28 +222,19 @@ def open_loop_checkpoint(
     ``iterations`` is the number of evaluations. The candidate is checked against ``env``'s spaces
     (default: ``env_id`` as registered; pass the env at hand to avoid building another one).
     """
-    from metabench.data import save_atomic
-
     values = [float(value) for value in np.asarray(candidate, dtype=np.float64).ravel()]
     step_actions(make_env(env_id, split="val") if env is None else env, values)  # refuse what the env cannot play
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     config = OpenLoop.Config(candidate=values, meta_batch=int(training["meta_batch"]))
-    save_atomic(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "agent": OpenLoop.name,
-            "env_id": env_id,
-            "config": dataclasses.asdict(config),
-            "seed": seed,
-            "iteration": iterations,
-            "learner": {},
-            "history": [],
-            "training": training,
-        },
-        path,
+    content = checkpoint_content(
+        OpenLoop,
+        env_id,
+        config=dataclasses.asdict(config),
+        seed=seed,
+        state={},
+        iteration=iterations,
+        training=training,
     )
-    return path
+    return save_checkpoint(content, path)
 
 
 # --------------------------------------------------------------------------- one search, many searches

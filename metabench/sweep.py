@@ -162,8 +162,11 @@ def _tune(agent, env_id, out, trials, folder, common, workers, address) -> list[
 
     connect(address)
 
+    # a trial is named by its run folder (``lr=0.01-s0``): Tune's status table and trial folders show the settings
+    by_name = {Path(folder(point, seed)).name: (point, seed) for point, seed in trials}
+
     def trainable(spec: dict[str, Any]) -> None:
-        point, seed = trials[spec["trial"]]
+        point, seed = by_name[spec["trial"]]
         tune.report(run_trial(agent, env_id, folder(point, seed), seed=seed, config=point, **common))
 
     resources = tune.with_resources(trainable, {"cpu": 1})
@@ -173,8 +176,12 @@ def _tune(agent, env_id, out, trials, folder, common, workers, address) -> list[
     else:
         tuner = tune.Tuner(
             resources,
-            param_space={"trial": tune.grid_search(list(range(len(trials))))},
-            tune_config=tune.TuneConfig(max_concurrent_trials=workers),
+            param_space={"trial": tune.grid_search(list(by_name))},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=workers,
+                trial_name_creator=lambda trial: trial.config["trial"],
+                trial_dirname_creator=lambda trial: trial.config["trial"],
+            ),
             run_config=tune.RunConfig(
                 storage_path=str(out), name="tune", failure_config=tune.FailureConfig(max_failures=2), verbose=1
             ),

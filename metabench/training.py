@@ -22,16 +22,12 @@ wall and CPU seconds, threads and machine, so a run resumed across machines says
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime
 import io
-import math
 import os
 import signal
 import threading
 import time
-import types
-import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,16 +36,16 @@ import torch
 from tqdm import tqdm
 
 from metabench import distributed
+from metabench.checkpoints import build_learner, learner_checkpoint, load_checkpoint
 from metabench.data import save_atomic, write_atomic
-from metabench.envs.common import resolve_device
+from metabench.envs import check_env_kwargs, make_env
+from metabench.envs.common import device_name, resolve_device
 from metabench.episodes import Episodes
-from metabench.evaluation import check_env_kwargs, device_name, evaluate, make_env
-from metabench.learners import Learner, config_from_dict, learner_reference, load_learner_class, meta_batch_size
+from metabench.evaluation import evaluate
+from metabench.learners import Learner, check_config, load_learner_class, meta_batch_size
 
-CHECKPOINT_FORMAT = "metabench-checkpoint/1"
-CHECKPOINT_KEYS = ("agent", "env_id", "config", "seed", "learner")
-"""The fields every checkpoint has; one that training can resume also has :data:`RESUME_KEYS`."""
 RESUME_KEYS = ("iteration", "generator", "history", "training")
+"""The fields a checkpoint that training can resume has beyond :data:`metabench.checkpoints.CHECKPOINT_KEYS`."""
 VAL_POINTS = 20
 """Validations a run makes by default (besides the one at iteration 0): its learning curve's resolution."""
 MIN_VAL_INTERVAL = 25
@@ -64,190 +60,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, path: Path, iteration: int) -> None:
         super().__init__(f"training interrupted at iteration {iteration}; checkpoint saved to {path}")
         self.path, self.iteration = path, iteration
-
-
-def _type_name(annotation: Any) -> str:
-    if isinstance(annotation, type) and not typing.get_args(annotation):
-        return annotation.__name__
-    return str(annotation).replace("typing.", "")
-
-
-def _matches(value: Any, annotation: Any) -> bool:
-    """Whether ``value`` fits the type ``annotation`` (ints pass as floats; unknown kinds of types pass)."""
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is Any:
-        return True
-    if annotation is None or annotation is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in args)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if annotation is str:
-        return isinstance(value, str)
-    if annotation in (list, tuple) or origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_matches(item, arg) for item, arg in zip(value, args, strict=True))
-        return not args or all(_matches(item, args[0]) for item in value)
-    if annotation is dict or origin is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def check_config(learner_class: type[Learner], config: dict[str, Any]) -> None:
-    """Refuse hyperparameter overrides that ``learner_class.Config`` lacks or whose values have the wrong type.
-
-    Each value is checked against its field's annotation (``int``, ``float``, ``bool``, ``str``, unions such as
-    ``str | None``, ``list[int]``, ``dict``; an int passes as a float): ``lr="fast"`` or ``meta_batch=2.5``
-    raises ``ValueError`` naming the field and its type.
-    """
-    name = getattr(learner_class, "name", learner_class.__name__)
-    fields = {field.name: field for field in dataclasses.fields(learner_class.Config)}
-    unknown = set(config) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown {name} hyperparameters: {sorted(unknown)}; known: {sorted(fields)}")
-    try:
-        hints = typing.get_type_hints(learner_class.Config)
-    except Exception:  # an annotation that does not resolve: check the fields whose type is a real type
-        hints = {key: field.type for key, field in fields.items() if not isinstance(field.type, str)}
-    defaults = dataclasses.asdict(learner_class.Config())
-    for key, value in config.items():
-        if key in hints and not _matches(value, hints[key]):
-            expected = _type_name(hints[key])
-            hint = f" (quote text that reads as JSON: {key}='\"{value}\"')" if expected == "str" else ""
-            raise ValueError(
-                f"{name} hyperparameter {key} must be of type {expected}, got {value!r} ({type(value).__name__}){hint}"
-            )
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{name} hyperparameter {key} must be a finite number, got {value!r}")
-        default = defaults.get(key)
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if number and value < 0 and isinstance(default, int | float) and not isinstance(default, bool) and default >= 0:
-            raise ValueError(f"{name} hyperparameter {key} must be >= 0 (default {default!r}), got {value!r}")
-
-
-def build_learner(
-    name: str,
-    env_id: str,
-    config: dict[str, Any] | None = None,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    env_kwargs: dict[str, Any] | None = None,
-) -> Learner:
-    """Instantiate the learner ``name`` for ``env_id`` (with env arguments ``env_kwargs``, e.g.
-    ``{"scheme": "lake"}``) and hyperparameter overrides ``config``.
-
-    The learner's ``task`` is the env's protocol, plus ``env_kwargs`` when there are any. Unknown
-    hyperparameters and values of the wrong type are refused (:func:`check_config`), as is a device
-    this machine cannot use.
-    """
-    resolve_device(device)
-    learner_class = load_learner_class(name)
-    check_config(learner_class, config or {})
-    env_kwargs = check_env_kwargs(env_kwargs)
-    task = {"env_id": env_id, **make_env(env_id, split="val", **env_kwargs).protocol}
-    if env_kwargs:
-        task["env_kwargs"] = env_kwargs
-    values = {**dataclasses.asdict(learner_class.Config()), **learner_class.defaults(task), **(config or {})}
-    try:
-        return learner_class(config_from_dict(learner_class, values), task, device, seed)
-    except (MemoryError, RuntimeError) as error:
-        if not isinstance(error, MemoryError) and "allocate" not in str(error):
-            raise
-        raise ValueError(
-            f"cannot build {name} with config {config or {}}: out of memory ({str(error).splitlines()[0][:160]}); "
-            "choose a smaller configuration"
-        ) from None
-
-
-OPTIMIZER_STATE_KEYS = ("optimizer", "scheduler")
-"""Top-level keys of a learner's state that only training needs: an inference-only checkpoint leaves them out."""
-
-
-def inference_state(learner: Learner) -> dict[str, Any]:
-    """``learner.state_dict()`` without optimizer and scheduler state: all that scoring needs, a third of the size
-    of a Conv-4 learner's full state under Adam."""
-    return {key: value for key, value in learner.state_dict().items() if key not in OPTIMIZER_STATE_KEYS}
-
-
-def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu", agent: str | None = None
-) -> tuple[Learner, dict[str, Any]]:
-    """Load a checkpoint safely (``weights_only=True``) and rebuild its learner on ``device``: the class ``agent``
-    (a registered name or ``"module:Class"``) if given, else the one the checkpoint's ``agent_reference`` finds.
-
-    An inference-only checkpoint (``"inference_only": True``, e.g. a run's ``best.pt``) gets a fresh optimizer."""
-    path = Path(path)
-    resolve_device(device)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or unsafe files
-        raise ValueError(f"{path} is not a loadable metabench checkpoint: {error}") from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a metabench checkpoint (format {CHECKPOINT_FORMAT})")
-    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
-    if missing:
-        raise ValueError(f"{path} lacks the checkpoint field(s) {', '.join(missing)}: it is damaged or hand-made")
-    reference = agent if agent is not None else checkpoint.get("agent_reference", checkpoint["agent"])
-    if load_learner_class(reference).name != checkpoint["agent"]:
-        raise ValueError(f"{path} is a {checkpoint['agent']} checkpoint, not {reference}")
-    # a field the checkpoint's config lacks was added after it was written: it takes the value that meant then
-    config = {**getattr(load_learner_class(reference), "legacy_config", {}), **checkpoint["config"]}
-    learner = build_learner(
-        reference,
-        checkpoint["env_id"],
-        config,
-        device,
-        checkpoint["seed"],
-        checkpoint.get("env_kwargs"),
-    )
-    state = checkpoint["learner"]
-    fresh = learner.state_dict()
-    scored = [{key: value for key, value in part.items() if key not in OPTIMIZER_STATE_KEYS} for part in (state, fresh)]
-    check_state(*scored, str(path))
-    if checkpoint.get("inference_only"):
-        state = {**fresh, **state}
-    learner.load_state_dict(state)
-    return learner, checkpoint
-
-
-def check_state(stored: Any, expected: Any, where: str, name: str = "learner") -> None:
-    """Refuse a stored learner state that does not match ``expected`` (a fresh learner's) exactly: every tensor
-    of ``expected`` present with its shape (``load_state_dict``'s copies would broadcast a wrong one), no
-    unexpected entries, and no NaN or inf in any floating-point tensor of ``stored``."""
-    if isinstance(stored, torch.Tensor):
-        if stored.is_floating_point() and not bool(torch.isfinite(stored).all()):
-            raise ValueError(f"{where}: {name} holds NaN or inf; the checkpoint's weights are not usable")
-        if isinstance(expected, torch.Tensor) and stored.shape != expected.shape:
-            raise ValueError(
-                f"{where}: {name} has shape {tuple(stored.shape)}, the learner built from the checkpoint's config "
-                f"needs {tuple(expected.shape)}"
-            )
-        return
-    if isinstance(expected, torch.Tensor):
-        raise ValueError(f"{where}: {name} is a {type(stored).__name__}, the learner needs a tensor")
-    if isinstance(stored, dict):
-        if isinstance(expected, dict):
-            missing = sorted(set(expected) - set(stored), key=str)
-            unexpected = sorted(set(stored) - set(expected), key=str)
-            if missing or unexpected:
-                raise ValueError(
-                    f"{where}: {name} does not match the learner's state: missing {missing}, unexpected {unexpected}"
-                )
-        for key, value in stored.items():
-            check_state(value, expected.get(key) if isinstance(expected, dict) else None, where, f"{name}[{key!r}]")
-    elif isinstance(stored, list | tuple):
-        same = isinstance(expected, list | tuple) and len(expected) == len(stored)
-        for index, value in enumerate(stored):
-            check_state(value, expected[index] if same else None, where, f"{name}[{index}]")
 
 
 RUN_FILES = ("checkpoint.pt", "best.pt", "log.csv", "curve.png")
@@ -514,20 +326,14 @@ def train(
             "wall_seconds": round(time.perf_counter() - slice_wall, 2),
             "cpu_seconds": round(time.process_time() - slice_cpu, 2),
         }
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "agent": learner.name,
-            "agent_reference": learner_reference(type(learner)),
-            "env_id": env_id,
-            "env_kwargs": env_kwargs,
-            "config": dataclasses.asdict(learner.config),
-            "seed": learner.seed,
-            "iteration": iteration,
-            "learner": inference_state(learner) if inference_only else learner.state_dict(),
-            **({"inference_only": True} if inference_only else {"generator": generator.get_state()}),
-            "history": history,
-            **({"early_stopping": stopping} if stopping is not None else {}),
-            "training": {
+        return learner_checkpoint(
+            learner,
+            env_id,
+            inference_only=inference_only,
+            env_kwargs=env_kwargs,
+            iteration=iteration,
+            history=history,
+            training={
                 "wall_seconds": elapsed,
                 "cpu_seconds": cpu,
                 "meta_batch": meta_batch,
@@ -537,7 +343,9 @@ def train(
                 "slices": [*slices, slice_now],
                 **({"command": command} if command else {}),
             },
-        }
+            **({} if inference_only else {"generator": generator.get_state()}),
+            **({"early_stopping": stopping} if stopping is not None else {}),
+        )
 
     def validate(train_losses: list[float], bar: tqdm) -> None:
         """Score the fixed val episodes, log a row, and keep the best so far (early stopping)."""

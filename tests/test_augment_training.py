@@ -13,10 +13,12 @@ import torch
 
 import metabench  # noqa: F401  (registers the envs)
 from metabench import augment, data
+from metabench.checkpoints import build_learner
+from metabench.envs import make_env
 from metabench.episodes import OmniglotEpisodes
-from metabench.evaluation import episode_chunks, evaluate, evaluate_checkpoint, make_env, score_tasks
+from metabench.evaluation import episode_chunks, evaluate, evaluate_checkpoint, score_tasks
 from metabench.search import open_loop_checkpoint
-from metabench.training import TRAIN_SEED_OFFSET, build_learner
+from metabench.training import TRAIN_SEED_OFFSET
 
 ENV_ID = "MetaAugment-Omniglot-5w1s-v2"
 TINY = {"train_classes": 12, "train_episodes": 3, "train_way": 5, "train_query": 2, "val_episodes": 6}

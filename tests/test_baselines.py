@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from metabench import data, models, splits
-from metabench.evaluation import evaluate, make_env
-from metabench.training import TRAIN_SEED_OFFSET, build_learner, load_checkpoint, train
+from metabench.checkpoints import build_learner, load_checkpoint
+from metabench.envs import make_env
+from metabench.evaluation import evaluate
+from metabench.training import TRAIN_SEED_OFFSET, train
 from metabench_baselines.anil import ANIL
 from metabench_baselines.pretrain import Pretrain
 from metabench_baselines.reptile import Reptile

@@ -53,6 +53,25 @@ def test_help_explains_itself(argv, capsys):
     assert "usage: metabench" in capsys.readouterr().out
 
 
+def test_help_imports_no_torch_before_the_command_runs():
+    """Every --help is answered from the parser alone: registering the envs and building the parser (leaderboard
+    commands included) import no torch, data or env module, which take seconds on a loaded machine."""
+    script = (
+        "import sys\n"
+        "from metabench.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['submit', '--help'], ['leaderboard', 'check', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code == 0\n"
+        "heavy = sorted(name for name in ('torch', 'metabench.envs.omniglot', 'metabench.data') "
+        "if name in sys.modules)\n"
+        "print('imported:', heavy, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stderr.splitlines()[-1] == "imported: []"
+
+
 def test_version_prints_the_package_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

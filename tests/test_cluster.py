@@ -16,12 +16,12 @@ import test_search
 import torch
 from gymnasium.envs.registration import register, registry
 
+from metabench.checkpoints import build_learner, load_checkpoint
 from metabench.cluster import Pool, connect, gpu_share
 from metabench.evaluation import evaluate, read_test_runs
 from metabench.multifidelity import asha_search, rungs
 from metabench.search import search
 from metabench.sweep import sweep
-from metabench.training import build_learner, load_checkpoint
 
 ray = pytest.importorskip("ray")
 TARGET = "metabench-test/Target-continuous-h3-v0"
@@ -158,6 +158,8 @@ def test_a_sweep_runs_every_trial_once_on_tune_workers_and_resumes(local_ray, tm
     assert scores[0] != scores[1]  # the seeds differ
     for key in ("test_accuracy_mean", "val_accuracy_mean", "iterations_mean"):
         assert parallel[0][key] == row[key]  # the same trials, on Tune's workers
+    tune_folders = {path.name for path in (tmp_path / "tune" / "tune").iterdir() if path.is_dir()}
+    assert {"width=4-s0", "width=4-s1"} <= tune_folders  # Tune names each trial by its settings, not 0, 1
     assert (tmp_path / "serial" / "width=4-s1" / "evaluation-MetaOmniglot-5w1s-v1" / "summary.json").exists()
     # each trial's selection record holds the whole sweep's test runs: a trial picked from it was chosen on test
     assert len(read_test_runs(tmp_path / "serial" / "width=4-s0")) == 2

@@ -14,8 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from metabench import distributed
-from metabench.evaluation import make_env
-from metabench.training import build_learner, load_checkpoint
+from metabench.checkpoints import build_learner, load_checkpoint
+from metabench.envs import make_env
 
 ENV = "MetaOmniglot-5w1s-v1"
 CONFIG = {"meta_batch": 4, "width": 8, "inner_steps": 2}

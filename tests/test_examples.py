@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from metabench import leaderboard, learners
+from metabench.checkpoints import load_checkpoint
 from metabench.cli import main as metabench_command
 from metabench.learners import (
     Learner,
@@ -34,7 +35,6 @@ from metabench.learners import (
     load_learner_class,
     meta_batch_size,
 )
-from metabench.training import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "MetaOmniglot-5w1s-v1"

@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from metabench import leaderboard
+from metabench.checkpoints import load_checkpoint
 from metabench.cli import main
 from metabench.evaluation import evaluate_checkpoint, rescore
 from metabench.sweep import sweep
-from metabench.training import load_checkpoint
 
 BOARD = Path(__file__).resolve().parents[1] / "leaderboard"
 SINE = "MetaSinusoid-5shot-v0"
@@ -435,7 +435,7 @@ def test_an_audit_on_other_hardware_re_scores_all_and_allows_rare_rounding(
     entry = leaderboard.load_entry(root / PRETRAIN)
     stored_name = entry.summary.run.device_name
     monkeypatch.setattr(
-        "metabench.evaluation.device_name", lambda device: "Other CPU" if hardware == "other" else stored_name
+        "metabench.envs.common.device_name", lambda device: "Other CPU" if hardware == "other" else stored_name
     )
     real = evaluation.rescore  # _reproduces imports it from metabench.evaluation at call time
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from metabench.training import load_checkpoint, train
+from metabench.checkpoints import load_checkpoint
+from metabench.training import train
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metabench.checkpoints import build_learner
+from metabench.envs import make_env
 from metabench.episodes import Episodes
-from metabench.evaluation import make_env
-from metabench.training import build_learner
 
 
 @pytest.fixture(scope="module")

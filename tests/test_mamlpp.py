@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from metabench import models
-from metabench.evaluation import evaluate, make_env
+from metabench.checkpoints import build_learner, load_checkpoint
+from metabench.envs import make_env
+from metabench.evaluation import evaluate
 from metabench.inner_loop import adapt
 from metabench.learners import task_losses
-from metabench.training import TRAIN_SEED_OFFSET, build_learner, load_checkpoint, train
+from metabench.training import TRAIN_SEED_OFFSET, train
 
 ENV = "MetaOmniglot-5w1s-v1"
 TINY = {"width": 8, "inner_steps": 3, "inner_steps_test": 3, "meta_batch": 3}

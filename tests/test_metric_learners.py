@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metabench.evaluation import evaluate, make_env
-from metabench.training import build_learner, load_checkpoint, train
+from metabench.checkpoints import build_learner, load_checkpoint
+from metabench.envs import make_env
+from metabench.evaluation import evaluate
+from metabench.training import train
 
 ENV = "MetaOmniglot-5w1s-v1"
 TINY = {"width": 16}

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 import metabench  # noqa: F401  (registers the envs)
 from metabench import evaluation, models, nas
+from metabench.checkpoints import build_learner, load_checkpoint
 from metabench.envs.nas import MetaNASEnv
 from metabench.evaluation import evaluate, evaluate_checkpoint, rescore
 from metabench.search import candidate_space, load_searcher, open_loop_checkpoint, play
-from metabench.training import build_learner, load_checkpoint
 
 TINY = {"fidelity": 2, "val_episodes": 4, "learner_config": {"train_way": 5, "train_query": 2}}
 SMALL_NET = [0, 0, 0, 1, 0, 0, 3, 0, 3, 2, 0, 1]  # conv3x3-16-maxpool, sepconv3x3-16-maxpool, skip-16-none, dilconv

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 import metabench  # noqa: F401  (registers the envs)
+from metabench.checkpoints import build_learner, load_checkpoint
+from metabench.envs import make_env
 from metabench.episodes import Episodes
-from metabench.evaluation import evaluate, make_env
+from metabench.evaluation import evaluate
 from metabench.search import play
-from metabench.training import build_learner, load_checkpoint, train
+from metabench.training import train
 from metabench_baselines.hand_designed import evaluate_reference, run_episode
 
 SINUSOID = "MetaOptimizer-Sinusoid-v0"

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import metabench  # noqa: F401  (registers the envs)
+from metabench.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
+from metabench.envs import make_env
 from metabench.envs.augment import pretrained_body
-from metabench.evaluation import evaluate, make_env
-from metabench.training import CHECKPOINT_FORMAT, load_checkpoint
+from metabench.evaluation import evaluate
 from metabench_baselines import ppo
 
 TINY = {"n_steps": 8, "batch_size": 8, "n_epochs": 2, "net_arch": [16]}

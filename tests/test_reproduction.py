@@ -9,7 +9,8 @@ import subprocess
 import pytest
 import torch
 
-from metabench.training import inference_state, load_checkpoint, train
+from metabench.checkpoints import inference_state, load_checkpoint
+from metabench.training import train
 
 TINY = {"width": 8, "train_way": 10}
 
@@ -106,8 +107,8 @@ def test_a_run_resumes_from_a_fresh_clone_exactly(tmp_path):
 def test_a_protonet_validated_on_5_way_is_scored_on_the_20_way_board(tmp_path):
     """As the paper does: one 1-shot model, two boards. The moved checkpoint is the 20-way board's, says where
     it was trained, and scores as the same weights built for 20-way by hand; other shots and learners refuse."""
+    from metabench.checkpoints import build_learner
     from metabench.evaluation import evaluate, evaluate_checkpoint
-    from metabench.training import build_learner
 
     path = train(
         "protonet", "MetaOmniglot-5w1s-v1", tmp_path / "run", iterations=2, config=TINY, val_episodes=5, progress=False
@@ -140,8 +141,8 @@ def test_a_protonet_validated_on_5_way_is_scored_on_the_20_way_board(tmp_path):
 
 def test_the_maml_family_trains_on_k_queries_per_class_and_tests_on_15():
     """MAML's code draws K queries per class for the meta-update (1 in 5-way 1-shot); the protocol tests on 15."""
-    from metabench.evaluation import make_env
-    from metabench.training import build_learner
+    from metabench.checkpoints import build_learner
+    from metabench.envs import make_env
 
     for name in ("maml", "fomaml", "anil"):
         learner = build_learner(name, "MetaOmniglot-5w1s-v1", {"width": 8})

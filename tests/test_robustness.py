@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import metabench  # noqa: F401  (registers the envs)
-from metabench import data, training
+from metabench import checkpoints, data, training
 from metabench.cli import main
 
 TINY = ["--val-episodes", "2", "--config", "width=8", "train_way=10"]
@@ -410,7 +410,7 @@ def test_more_ray_workers_than_the_cluster_has_cpus_are_refused_at_once():
 def test_the_batched_test_protocol_refuses_non_finite_predictions(tiny_checkpoint):
     from metabench.evaluation import evaluate
 
-    learner, _ = training.load_checkpoint(tiny_checkpoint)
+    learner, _ = checkpoints.load_checkpoint(tiny_checkpoint)
     with torch.no_grad():
         learner.params["conv0.weight"].fill_(float("nan"))  # as a learner that diverged in memory
     with pytest.raises(ValueError, match=r"protonet predicted NaN or inf \(episode 0 of the test protocol\)"):

@@ -12,6 +12,7 @@ from gymnasium import spaces
 from gymnasium.envs.registration import register, registry
 
 from metabench import evaluation
+from metabench.checkpoints import load_checkpoint
 from metabench.cli import main
 from metabench.evaluation import evaluate
 from metabench.search import (
@@ -25,7 +26,6 @@ from metabench.search import (
     step_actions,
     summarize,
 )
-from metabench.training import load_checkpoint
 from metabench_baselines.search import CMAES, RandomSearch, RegularizedEvolution, Reinforce
 
 TARGET = np.array([3, 1, 4, 1, 5, 2])

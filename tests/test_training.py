@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from metabench import evaluation
+from metabench.checkpoints import build_learner, load_checkpoint
 from metabench.cli import main
 from metabench.envs import OMNIGLOT_V1_MANIFESTS
 from metabench.evaluation import evaluate
 from metabench.learners import load_learner_class
-from metabench.training import VAL_SEED, TrainingInterrupted, build_learner, load_checkpoint, progress_bar, train
+from metabench.training import VAL_SEED, TrainingInterrupted, progress_bar, train
 
 SMALL = {"width": 8, "meta_batch": 2}
 

@@ -6,24 +6,44 @@ environment bumps its version. ``gym.make("MetaOmniglot-5w1s")`` resolves to the
 
 from __future__ import annotations
 
-from gymnasium.envs.registration import register, registry
+import importlib
+import inspect
+import re
+from typing import TYPE_CHECKING, Any
 
-from metabench.envs.augment import DEFAULT_SUB_POLICIES, DEFAULT_TEMPERATURE, MetaAugmentEnv
-from metabench.envs.augment_training import (
-    TRAIN_CLASSES,
-    TRAIN_EPISODES,
-    TRAIN_QUERY,
-    TRAIN_WAY,
-    MetaAugmentTrainingEnv,
-)
-from metabench.envs.augment_training import VAL_EPISODES as AUGMENT_VAL_EPISODES
-from metabench.envs.nas import DEFAULT_FIDELITY, DEFAULT_VAL_EPISODES, TEST_TRAIN_EPISODES, MetaNASEnv
-from metabench.envs.omniglot import MetaOmniglotEnv, MetaOmniglotVectorEnv
-from metabench.envs.optimizer import MetaOptimizerEnv
-from metabench.envs.reweight import MetaReweightEnv
-from metabench.envs.sinusoid import MetaSinusoidEnv, MetaSinusoidVectorEnv
+import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec, load_env_creator, register, registry
+
+from metabench.envs import defaults
+
+if TYPE_CHECKING:
+    import torch
+
+    from metabench.envs.common import TaskEnv
+
+#: The env classes, each imported from its module on first use: registering the ids imports no env module
+#: (nor torch), so ``import metabench`` and ``metabench --help`` stay fast.
+_CLASSES = {
+    "MetaAugmentEnv": "metabench.envs.augment",
+    "MetaAugmentTrainingEnv": "metabench.envs.augment_training",
+    "MetaNASEnv": "metabench.envs.nas",
+    "MetaOmniglotEnv": "metabench.envs.omniglot",
+    "MetaOmniglotVectorEnv": "metabench.envs.omniglot",
+    "MetaOptimizerEnv": "metabench.envs.optimizer",
+    "MetaReweightEnv": "metabench.envs.reweight",
+    "MetaSinusoidEnv": "metabench.envs.sinusoid",
+    "MetaSinusoidVectorEnv": "metabench.envs.sinusoid",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES:
+        return getattr(importlib.import_module(_CLASSES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
+    "DEPRECATED_IDS",
     "ENV_IDS",
     "MetaAugmentEnv",
     "MetaAugmentTrainingEnv",
@@ -34,6 +54,9 @@ __all__ = [
     "MetaReweightEnv",
     "MetaSinusoidEnv",
     "MetaSinusoidVectorEnv",
+    "check_env_kwargs",
+    "make_env",
+    "resolve_env_id",
 ]
 
 OMNIGLOT_TASKS = ((5, 1), (5, 5), (20, 1), (20, 5))
@@ -154,11 +177,11 @@ for version, pins in OMNIGLOT_VERSIONS.items():
                 "n_query": 15,
                 "split": "val",
                 "scheme": "vinyals",
-                "sub_policies": 5,
-                "copies": 4,
-                "tasks_per_step": 32,
+                "sub_policies": defaults.AUGMENT_SUB_POLICIES,
+                "copies": defaults.AUGMENT_COPIES,
+                "tasks_per_step": defaults.AUGMENT_TASKS_PER_STEP,
                 "learner": "finetune",
-                "temperature": DEFAULT_TEMPERATURE,
+                "temperature": defaults.AUGMENT_TEMPERATURE,
                 **data_pins,
                 "body_sha256": pins["body_sha256"],
             },
@@ -174,10 +197,10 @@ for version, pins in OMNIGLOT_VERSIONS.items():
                 "k_shot": 1,
                 "n_query": 15,
                 "mode": "sequential",
-                "fidelity": DEFAULT_FIDELITY,
+                "fidelity": defaults.NAS_FIDELITY,
                 "train_seed": 0,
-                "val_episodes": DEFAULT_VAL_EPISODES,
-                "test_train_episodes": TEST_TRAIN_EPISODES,
+                "val_episodes": defaults.NAS_VAL_EPISODES,
+                "test_train_episodes": defaults.NAS_TEST_TRAIN_EPISODES,
                 "scheme": "vinyals",
                 **data_pins,
             },
@@ -191,13 +214,13 @@ _register(
         "n_way": 5,
         "k_shot": 1,
         "n_query": 15,
-        "train_classes": TRAIN_CLASSES,
-        "train_episodes": TRAIN_EPISODES,
-        "train_way": TRAIN_WAY,
-        "train_query": TRAIN_QUERY,
+        "train_classes": defaults.AUGMENT_TRAINING_CLASSES,
+        "train_episodes": defaults.AUGMENT_TRAINING_EPISODES,
+        "train_way": defaults.AUGMENT_TRAINING_WAY,
+        "train_query": defaults.AUGMENT_TRAINING_QUERY,
         "train_seed": 0,
-        "val_episodes": AUGMENT_VAL_EPISODES,
-        "sub_policies": DEFAULT_SUB_POLICIES,
+        "val_episodes": defaults.AUGMENT_TRAINING_VAL_EPISODES,
+        "sub_policies": defaults.AUGMENT_SUB_POLICIES,
         "scheme": "vinyals",
         "preprocessing": OMNIGLOT_VERSIONS[1]["preprocessing"],
         "manifest_sha256": OMNIGLOT_V1_MANIFESTS,
@@ -267,3 +290,59 @@ DEPRECATED_IDS: set[str] = {
     for env_id in ENV_IDS
     if any(_version(other)[0] == _version(env_id)[0] and _version(other)[1] > _version(env_id)[1] for other in ENV_IDS)
 }
+
+
+def make_env(env_id: str | EnvSpec, split: str = "train", device: str | torch.device = "cpu", **kwargs: Any) -> TaskEnv:
+    """The unwrapped env of ``env_id`` (or of a spec: what a worker process without the id's registration
+    is given) on ``split`` (ignored by data-free envs such as the sinusoid)."""
+    spec = env_id if isinstance(env_id, EnvSpec) else gym.spec(resolve_env_id(env_id))
+    check_env_arguments(spec, kwargs)
+    if "split" in spec.kwargs:
+        kwargs["split"] = split
+    return gym.make(spec, device=device, **kwargs).unwrapped
+
+
+def resolve_env_id(env_id: str) -> str:
+    """The registered, versioned id ``env_id`` names: itself, or for an unversioned id (``MetaOmniglot-5w1s``)
+    its latest version, as ``gym.make`` resolves it; a ``metabench:`` prefix is dropped. An unknown id raises a
+    ``ValueError`` with the closest registered id and the reminder that ``import metabench`` registers them."""
+    from metabench.envs.common import did_you_mean
+
+    env_id = env_id.removeprefix("metabench:")
+    if env_id in gym.registry:  # metabench's ids and any other registered one (e.g. a test env)
+        return env_id
+    versioned = {other: re.fullmatch(r"(.+)-v(\d+)", other) for other in gym.registry}
+    versions = {other: int(match[2]) for other, match in versioned.items() if match and match[1] == env_id}
+    if versions:
+        return max(versions, key=versions.get)
+    names = {*ENV_IDS, *(other.rsplit("-v", 1)[0] for other in ENV_IDS)}
+    raise ValueError(
+        f"unknown env id {env_id!r}{did_you_mean(env_id, names)}: `metabench envs` lists the registered ids "
+        "(in Python, `import metabench` registers them, or give gym.make the id as 'metabench:ID')"
+    )
+
+
+def check_env_arguments(spec: EnvSpec, kwargs: dict[str, Any]) -> None:
+    """Refuse env arguments that the env class of ``spec`` does not take, naming the ones it does."""
+    from metabench.envs.common import did_you_mean
+
+    creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+    parameters = inspect.signature(creator).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    unknown = sorted(set(kwargs) - set(parameters) - {"device"})
+    if unknown:
+        raise ValueError(
+            f"unknown env argument {unknown[0]!r}{did_you_mean(unknown[0], parameters)} for {spec.id}; "
+            f"it takes {', '.join(sorted(set(parameters) - {'device', 'split'}))}"
+        )
+
+
+def check_env_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """Env arguments given to a run (e.g. ``{"scheme": "lake"}``), as a plain dict; ``device`` and ``split``
+    are the harness's own and refused."""
+    env_kwargs = dict(env_kwargs or {})
+    reserved = sorted({"device", "split"} & set(env_kwargs))
+    if reserved:
+        raise ValueError(f"env arguments {reserved} are set by the harness (--device; train/val/test), not by hand")
+    return env_kwargs

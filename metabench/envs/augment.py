@@ -92,13 +92,13 @@ from gymnasium import spaces
 
 from metabench import augment, data, models
 from metabench.envs.common import task_generator
+from metabench.envs.defaults import AUGMENT_COPIES as DEFAULT_COPIES
+from metabench.envs.defaults import AUGMENT_SUB_POLICIES as DEFAULT_SUB_POLICIES
+from metabench.envs.defaults import AUGMENT_TASKS_PER_STEP as DEFAULT_TASKS_PER_STEP
+from metabench.envs.defaults import AUGMENT_TEMPERATURE as DEFAULT_TEMPERATURE
 from metabench.envs.omniglot import MetaOmniglotEnv
 from metabench.episodes import Episodes
 
-DEFAULT_SUB_POLICIES = 5
-DEFAULT_COPIES = 4
-DEFAULT_TASKS_PER_STEP = 32
-DEFAULT_TEMPERATURE = 50.0
 LEARNERS = ("prototypes", "finetune")
 FINETUNE_STEPS = 100
 FINETUNE_LR = 0.03
@@ -161,7 +161,7 @@ def export_body(checkpoint: str | Path, folder: str | Path | None = None) -> Pat
     This is how a registered body is made (once, from :func:`pretrained_body`'s checkpoint); the env then
     only ever loads it, by the sha256 its registered spec pins.
     """
-    from metabench.training import load_checkpoint  # imports the evaluation harness: only when exporting
+    from metabench.checkpoints import load_checkpoint  # imports the evaluation harness: only when exporting
 
     learner, state = load_checkpoint(checkpoint)
     digest = _body_sha256(learner)
@@ -407,7 +407,7 @@ def _load_body(checkpoint: str | Path | None, body_sha256: str | None, protocol:
 
 def _read_body(path: Path, device: torch.device) -> Any:
     """A ``pretrain`` learner from a checkpoint of ``metabench train`` or a body file of :func:`export_body`."""
-    from metabench.training import build_learner, load_checkpoint  # imports the evaluation harness: only here
+    from metabench.checkpoints import build_learner, load_checkpoint  # imports the evaluation harness: only here
 
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)

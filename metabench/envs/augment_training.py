@@ -49,6 +49,11 @@ from gymnasium import spaces
 
 from metabench import augment, data
 from metabench.envs.augment import DEFAULT_SUB_POLICIES
+from metabench.envs.defaults import AUGMENT_TRAINING_CLASSES as TRAIN_CLASSES
+from metabench.envs.defaults import AUGMENT_TRAINING_EPISODES as TRAIN_EPISODES
+from metabench.envs.defaults import AUGMENT_TRAINING_QUERY as TRAIN_QUERY
+from metabench.envs.defaults import AUGMENT_TRAINING_VAL_EPISODES as VAL_EPISODES
+from metabench.envs.defaults import AUGMENT_TRAINING_WAY as TRAIN_WAY
 from metabench.envs.design import DesignEnv
 from metabench.envs.omniglot import MetaOmniglotEnv
 from metabench.episodes import Episodes, OmniglotEpisodes
@@ -56,11 +61,6 @@ from metabench.evaluation import episode_chunks
 from metabench.learners import Learner, config_from_dict, load_learner_class
 
 LEARNER = "protonet"
-TRAIN_CLASSES = 100
-TRAIN_EPISODES = 300
-TRAIN_WAY = 20
-TRAIN_QUERY = 5
-VAL_EPISODES = 200
 VAL_SEED = 1
 AUGMENT_SEED_OFFSET = 20_000
 

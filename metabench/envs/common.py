@@ -6,9 +6,13 @@ observation and the reward; :class:`FewShotVectorEnv` runs any of them as one me
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import os
+import platform
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -82,6 +86,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
         if resolved.index is not None and resolved.index >= count:
             raise ValueError(f"device {str(device)!r}: there is no CUDA device {resolved.index} ({count} visible)")
     return resolved
+
+
+def device_name(device: str | torch.device) -> str:
+    """Human-readable name of the hardware behind ``device``: the GPU model, or the CPU model and core count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def as_action_tensor(action: Any, shape: tuple[int, ...], device: torch.device, what: str) -> torch.Tensor:

@@ -82,6 +82,9 @@ import torch
 from gymnasium import spaces
 
 from metabench import data, models, nas
+from metabench.envs.defaults import NAS_FIDELITY as DEFAULT_FIDELITY
+from metabench.envs.defaults import NAS_TEST_TRAIN_EPISODES as TEST_TRAIN_EPISODES
+from metabench.envs.defaults import NAS_VAL_EPISODES as DEFAULT_VAL_EPISODES
 from metabench.envs.design import DesignEnv
 from metabench.envs.omniglot import MetaOmniglotEnv
 from metabench.episodes import Episodes
@@ -89,14 +92,6 @@ from metabench.evaluation import episode_chunks
 from metabench.learners import Learner, config_from_dict, load_learner_class
 
 MODES = ("sequential", "oneshot")
-#: Meta-training episodes per candidate. Conv-4 trains at about 0.4 s per 60-way episode on the 2-core CPU with
-#: 2 threads (benchmarks/results/training/cpu-budget-protonet-5w1s), so about 40 s plus the val scoring; a random
-#: architecture costs 0.38x Conv-4's FLOPs on average, the costliest 8.9x (see benchmarks/results/nas/README.md).
-DEFAULT_FIDELITY = 100
-DEFAULT_VAL_EPISODES = 100
-#: Meta-training episodes of the test protocol: Conv-4 reaches 97.4% val accuracy at 500 and 97.6% at 656
-#: (5-way 1-shot, runs/v1 ProtoNets seed 1), so 500 is near convergence for it at a cost a CPU can pay.
-TEST_TRAIN_EPISODES = 500
 VAL_SEED = 1
 LEARNER = "protonet"
 CACHE_FORMAT = "metabench-nas-result/1"

@@ -6,15 +6,17 @@ import argparse
 import time
 from typing import Any
 
-from metabench.leaderboard.render import render_text
-from metabench.leaderboard.schema import ROOT_ENV_VAR
-from metabench.leaderboard.storage import load_entries, rebuild, root_or_default, submit
-from metabench.leaderboard.validation import check_env_id
-from metabench.leaderboard.verification import AUDIT_TASKS, check, new_audit_seed, verify
+from metabench.leaderboard.schema import AUDIT_TASKS, ROOT_ENV_VAR
+
+# The commands import the rest of the leaderboard (torch, the evaluation harness) when they run, not when the
+# parser is built: `metabench --help` stays fast.
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     """``metabench submit PATH``: validate, store and re-render."""
+    from metabench.leaderboard.render import render_text
+    from metabench.leaderboard.storage import load_entries, root_or_default, submit
+
     selection = {"no": False, "yes": True, None: None}[args.test_data_for_model_selection]
     metadata = {
         "method": args.method,
@@ -36,6 +38,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """``metabench leaderboard [--env ID]``: print the ranked table(s) and rebuild the views."""
+    from metabench.leaderboard.render import render_text
+    from metabench.leaderboard.storage import rebuild, root_or_default
+    from metabench.leaderboard.validation import check_env_id
+
     if args.env is not None:
         check_env_id(args.env)
     root = root_or_default(args.root)
@@ -50,6 +56,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``metabench leaderboard verify ENTRY``: the full check of the entry; on success it is marked verified."""
+    from metabench.leaderboard.verification import verify
+
     report = verify(args.entry, args.root, device=args.device)
     print(("verified: " if report.passed else f"NOT verified: {report.entry}: ") + report.message)
     return 0 if report.passed else 1
@@ -58,6 +66,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """``metabench leaderboard check``: validate every entry, audit its episodes (all with ``--full``), compare
     the committed views."""
+    from metabench.leaderboard.verification import check, new_audit_seed
+
     seed = new_audit_seed() if args.seed is None else args.seed
     print(f"audit seed {seed} (reproduce this check with --seed {seed})", flush=True)
     failed, start = [], time.perf_counter()

@@ -43,6 +43,11 @@ MAX_ENTRY_BYTES = 1024 * 1024
 MAX_TEST_RUNS_BYTES = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 32
 SUMMARY_REL_TOL = 1e-9
+#: Tasks an audit re-scores per entry: that many episodes of the one-task-per-episode boards (drawn uniformly
+#: without replacement from the protocol's), and ceil(AUDIT_TASKS / tasks_per_step) episodes where an episode
+#: scores several tasks (MetaAugment v1: 4 of its 32 episodes). A forgery of a fraction f of an entry's
+#: episodes escapes one audit of n episodes with probability C(N - fN, n) / C(N, n) <= (1 - f) ** n.
+AUDIT_TASKS = 100
 #: Verification tolerances: re-run rewards may differ by float rounding across devices, and an
 #: episode's accuracy by one query (a near-tie argmax) in at most 1% of the episodes. The relative part
 #: covers run-to-run rounding on one CPU: a MetaAugment v2 ProtoNets entry re-scored its episode 709

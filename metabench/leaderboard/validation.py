@@ -345,7 +345,7 @@ def load_checkpoint_dict(content: bytes, where: str) -> dict[str, Any]:
 
 def check_checkpoint(content: bytes, summary: Summary, where: str = "checkpoint") -> None:
     """The checkpoint must be the evaluated one (sha256), load with ``weights_only=True`` and match the summary."""
-    from metabench.training import CHECKPOINT_FORMAT
+    from metabench.checkpoints import CHECKPOINT_FORMAT
 
     if len(content) > MAX_CHECKPOINT_BYTES:
         raise LeaderboardError(

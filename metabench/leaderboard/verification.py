@@ -26,6 +26,7 @@ import numpy as np
 from metabench.leaderboard.files import json_bytes, locked, read_submitted_file, write_atomic
 from metabench.leaderboard.render import render_views
 from metabench.leaderboard.schema import (
+    AUDIT_TASKS,
     CROSS_DEVICE_REWARD_ATOL,
     ENTRY_FILES,
     REWARD_ATOL,
@@ -37,11 +38,6 @@ from metabench.leaderboard.schema import (
 from metabench.leaderboard.storage import duplicate_of, entry_folders, load_entries, load_entry, resolve_entry
 from metabench.leaderboard.validation import check_evaluation, compare_records, scored_queries
 
-#: Tasks an audit re-scores per entry: that many episodes of the one-task-per-episode boards (drawn uniformly
-#: without replacement from the protocol's), and ceil(AUDIT_TASKS / tasks_per_step) episodes where an episode
-#: scores several tasks (MetaAugment v1: 4 of its 32 episodes). A forgery of a fraction f of an entry's
-#: episodes escapes one audit of n episodes with probability C(N - fN, n) / C(N, n) <= (1 - f) ** n.
-AUDIT_TASKS = 100
 #: An audit on other hardware than the stored run's (another CPU or GPU model: other kernels, other rounding)
 #: that finds a mismatch re-scores every episode, and passes if at most this fraction of them differ, with the
 #: mean reward difference still within the same-device bound: an unrolled inner loop (MetaOptimizer) can carry
@@ -108,7 +104,8 @@ def check_design(entry: Entry, device: str = "cpu") -> float:
     """A design board's entry (MetaNAS, MetaAugment v2): re-train its design by the board's recipe and score the
     protocol's episodes; refused unless the mean accuracy is within ``RETRAIN_ACCURACY_TOL`` of the stored one.
     Returns the re-trained learner's mean accuracy."""
-    from metabench.evaluation import make_env, rescore
+    from metabench.envs import make_env
+    from metabench.evaluation import rescore
 
     design = entry.summary.design
     if design is None:
@@ -131,9 +128,9 @@ def check_entry(
     """``submit``'s validation of the stored ``entry`` and its duplicate checks against the ``earlier`` entries,
     then the audit (:func:`audit_episodes` with ``seed``; every episode if ``full`` or it has no verification
     evidence, and with ``full`` a design board's re-train, :func:`check_design`)."""
-    from metabench.evaluation import device_name
+    from metabench.checkpoints import load_checkpoint
+    from metabench.envs.common import device_name
     from metabench.learners import available
-    from metabench.training import load_checkpoint
 
     label, start = f"{entry.env_id}/{entry.name}", time.perf_counter()
     full = full or not entry.verified
@@ -253,7 +250,7 @@ def verify(entry: str | Path, root: str | Path | None = None, device: str = "cpu
     import torch
 
     import metabench
-    from metabench.evaluation import device_name
+    from metabench.envs.common import device_name
     from metabench.leaderboard.storage import root_or_default, write_views
 
     path = resolve_entry(entry, root)
