@@ -31,7 +31,10 @@ Reference methods (read the env's learner, so they are not gym agents; reported 
 
 Run: ``python -m metabench_baselines.reweight --env MetaReweight-Sinusoid-v0 --out DIR`` tunes and
 trains every method, then scores all on the same ``test`` tasks, writing ``episodes.csv`` and
-``summary.json`` (means with 95% CIs, and each method's paired difference to uniform weights).
+``summary.json`` (means with 95% CIs, and each method's paired difference to uniform weights). With
+``--checkpoints`` every gym agent is also written as a metabench checkpoint ``METHOD/checkpoint.pt`` (its
+training block the tuning's budget), which ``metabench evaluate`` scores on the full test protocol and
+``metabench submit`` stores; ``--test-episodes 0`` then skips the comparison.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import argparse
 import csv
 import dataclasses
 import json
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +54,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from metabench.checkpoints import learner_checkpoint, save_checkpoint
 from metabench.envs import make_env
+from metabench.envs.common import device_name
 from metabench.envs.reweight import MetaReweightEnv
 from metabench.episodes import Episodes
 from metabench.evaluation import TEST_SEED, mean_ci95
@@ -295,11 +302,26 @@ def compare(env_id: str, policies: dict[str, Policy], episodes: int, split: str 
 METHODS = ("uniform", "oracle", "small-loss", "l2rw", "weighting-function", "meta-weight-net")
 
 
+def save_agent(agent: WeightingAgent, env_id: str, path: Path, *, iterations: int, tasks: int, seconds: float) -> Path:
+    """Write a tuned or trained agent as a metabench checkpoint: ``iterations`` evaluations (grid points, search
+    candidates, meta-iterations) of ``tasks`` tasks each in ``seconds``, recorded as its training budget."""
+    training = {
+        "wall_seconds": round(seconds, 3),
+        "meta_batch": tasks,
+        "episodes_seen": iterations * tasks,
+        "device": "cpu",
+        "device_name": device_name("cpu"),
+        "command": shlex.join([sys.executable, "-m", "metabench_baselines.reweight", *sys.argv[1:]]),
+    }
+    return save_checkpoint(learner_checkpoint(agent, env_id, iteration=iterations, training=training), path)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="Tune, train and compare the MetaReweight references.")
     parser.add_argument("--env", default="MetaReweight-Sinusoid-v0")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--test-episodes", type=int, default=200)
+    parser.add_argument("--test-episodes", type=int, default=200, help="test tasks of the comparison (0: none)")
+    parser.add_argument("--checkpoints", action="store_true", help="also write every gym agent as METHOD/checkpoint.pt")
     parser.add_argument("--val-episodes", type=int, default=50, help="tasks per small-loss grid point")
     parser.add_argument("--cmaes-evaluations", type=int, default=60)
     parser.add_argument("--cmaes-episodes", type=int, default=8, help="val tasks per CMA-ES candidate")
@@ -313,8 +335,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"command": vars(args) | {"out": str(args.out)}}
     for method in args.methods:
         start = time.perf_counter()
+        agent, budget = None, {"iterations": 0, "tasks": 1}
         if method == "uniform":
-            policies[method] = agent_policy(UniformWeights(UniformWeights.Config(), {"env_id": args.env}))
+            agent = UniformWeights(UniformWeights.Config(), {"env_id": args.env})
+            policies[method] = agent_policy(agent)
         elif method == "oracle":
             policies[method] = oracle
         elif method == "l2rw":
@@ -326,17 +350,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "val_rewards": {str(k): v for k, v in scores.items()},
             }
             policies[method] = agent_policy(agent)
+            budget = {"iterations": len(scores), "tasks": args.val_episodes}
         elif method == "weighting-function":
             agent, trace = search_weighting_function(args.env, args.cmaes_evaluations, args.cmaes_episodes, args.seed)
             record[method] = {"coefficients": agent.config.coefficients, "trace": trace}
             policies[method] = agent_policy(agent)
+            budget = {"iterations": args.cmaes_evaluations, "tasks": args.cmaes_episodes}
         else:
             agent, history = train_meta_weight_net(args.env, args.mwn_iterations, args.seed, outer_lr=args.mwn_outer_lr)
             torch.save(agent.state_dict(), args.out / "meta-weight-net.pt")
             record[method] = {"history": history}
             policies[method] = agent_policy(agent)
-        record.setdefault(method, {})["seconds"] = round(time.perf_counter() - start, 1)
+            budget = {"iterations": args.mwn_iterations, "tasks": agent.config.meta_batch}
+        seconds = time.perf_counter() - start
+        record.setdefault(method, {})["seconds"] = round(seconds, 1)
+        if args.checkpoints and agent is not None:
+            path = save_agent(agent, args.env, args.out / method / "checkpoint.pt", seconds=seconds, **budget)
+            print(f"{method}: {path}", flush=True)
         print(f"{method}: ready in {record[method]['seconds']} s", flush=True)
+    if args.test_episodes == 0:
+        return record
     rows, summary = compare(args.env, policies, args.test_episodes)
     with (args.out / "episodes.csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))

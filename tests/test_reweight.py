@@ -262,6 +262,29 @@ def test_the_comparison_scores_every_method_on_the_same_tasks(tmp_path):
     assert (tmp_path / "episodes.csv").exists() and (tmp_path / "meta-weight-net.pt").exists()
 
 
+def test_tuned_agents_are_written_as_checkpoints_the_harness_scores(tmp_path):
+    """--checkpoints: each gym agent as a checkpoint with its tuning budget; the test protocol's gym loop gives
+    the small-loss agent the same rewards as the comparison's own loop on the same tasks."""
+    from metabench.checkpoints import load_checkpoint
+    from metabench.evaluation import evaluate
+
+    argv = ["--env", SINUSOID, "--methods", "uniform", "small-loss", "--val-episodes", "1", "--checkpoints"]
+    reweight_main([*argv, "--test-episodes", "2", "--out", str(tmp_path)])
+    compared = {}
+    for line in (tmp_path / "episodes.csv").read_text().splitlines()[1:]:
+        policy, episode, reward = line.split(",")[:3]
+        compared.setdefault(policy, []).append(float(reward))
+    for method, name in (("uniform", "uniform-weights"), ("small-loss", "small-loss")):
+        learner, state = load_checkpoint(tmp_path / method / "checkpoint.pt")
+        assert learner.name == name and state["env_id"] == SINUSOID
+        _, records = evaluate(learner, SINUSOID, n_episodes=2, progress=False)
+        assert [record["reward"] for record in records] == pytest.approx(compared[method])
+    _, state = load_checkpoint(tmp_path / "small-loss" / "checkpoint.pt")
+    assert state["iteration"] == 19 and state["training"]["episodes_seen"] == 19  # 19 grid points of 1 val task
+    assert reweight_main([*argv, "--test-episodes", "0", "--out", str(tmp_path / "only")])["uniform"]["seconds"] >= 0
+    assert not (tmp_path / "only" / "episodes.csv").exists()
+
+
 def test_the_example_trains_meta_weight_net_and_compares_it_with_uniform(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     result = importlib.import_module("examples.reweight_meta_weight_net").main(["--iterations", "1", "--episodes", "2"])
