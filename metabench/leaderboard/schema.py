@@ -325,8 +325,6 @@ class Entry:
     @cached_property
     def results(self) -> Results:
         """Means and 95% CIs recomputed from :attr:`records` (never read from ``summary.json``)."""
-        from metabench.leaderboard.validation import recompute_results
-
         return Results.model_validate(recompute_results(list(self.records)))
 
     @property
@@ -336,3 +334,16 @@ class Entry:
         if results.accuracy_mean is not None:
             return results.accuracy_mean, results.accuracy_ci95 or 0.0
         return results.reward_mean, results.reward_ci95
+
+
+def recompute_results(records: list[EpisodeRecord]) -> dict[str, float]:
+    """Means and 95% CIs (1.96 standard errors) of the per-episode records, as ``evaluate`` computes them."""
+    import numpy as np
+
+    from metabench.evaluation import mean_ci95  # imports torch: only once results are needed
+
+    results: dict[str, float] = {"episodes": len(records)}
+    results["reward_mean"], results["reward_ci95"] = mean_ci95(np.array([r.reward for r in records]))
+    if records and records[0].accuracy is not None:
+        results["accuracy_mean"], results["accuracy_ci95"] = mean_ci95(np.array([r.accuracy for r in records]))
+    return results

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import ValidationError
 
 import metabench
-from metabench.evaluation import TEST_RUNS_FILE, mean_ci95, read_test_runs
+from metabench.evaluation import TEST_RUNS_FILE, read_test_runs
 from metabench.leaderboard.files import check_submitted_file, read_submitted_file, sha256_bytes
 from metabench.leaderboard.schema import (
     ACCURACY_FLIP_FRACTION,
@@ -46,6 +46,7 @@ from metabench.leaderboard.schema import (
     Selection,
     Summary,
     error_lines,
+    recompute_results,
     validation_message,
 )
 
@@ -281,15 +282,6 @@ def parse_episodes(content: bytes, summary: Summary) -> list[EpisodeRecord]:
                 f"which is not a whole number of its {queries} queries"
             )
     return sorted(records, key=lambda record: record.episode)
-
-
-def recompute_results(records: list[EpisodeRecord]) -> dict[str, float]:
-    """Means and 95% CIs (1.96 standard errors) of the per-episode records, as ``evaluate`` computes them."""
-    results: dict[str, float] = {"episodes": len(records)}
-    results["reward_mean"], results["reward_ci95"] = mean_ci95(np.array([r.reward for r in records]))
-    if records and records[0].accuracy is not None:
-        results["accuracy_mean"], results["accuracy_ci95"] = mean_ci95(np.array([r.accuracy for r in records]))
-    return results
 
 
 def check_results(summary: Summary, records: list[EpisodeRecord]) -> None:
