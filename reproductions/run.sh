@@ -11,6 +11,8 @@
 #           per class in training tasks, 60,000 meta-iterations; validation every 500 on 200 val episodes.
 # fomaml    the same, first order.
 # anil      Raghu et al. 2020: MAML's recipe with the head alone adapted.
+# maml++    Antoniou et al. 2019 and their code's Omniglot configs (the learner's defaults): meta-batch 8, 5 inner
+#           steps, 100 epochs x 500 = 50,000 meta-iterations; validation every 500 (an epoch) on 200 val episodes.
 # reptile   Nichol et al. 2018, the appendix's Omniglot settings (the learner's defaults): Adam inner loop,
 #           meta-batch 5, 100,000 meta-iterations with the outer step annealed 1 -> 0; validation every
 #           2,000 on 100 val episodes (50 test steps each).
@@ -27,10 +29,11 @@ shift 3
 case $method in
     protonet | matching) recipe=(--iterations 1000000 --val-interval 100 --val-episodes 100 --patience 200) ;;
     maml | fomaml | anil) recipe=(--iterations 60000 --val-interval 500 --val-episodes 200) ;;
+    maml++) recipe=(--iterations 50000 --val-interval 500 --val-episodes 200) ;;
     reptile) recipe=(--iterations 100000 --val-interval 2000 --val-episodes 100) ;;
     relation) recipe=(--iterations 1000000 --val-interval 5000 --val-episodes 100 --patience 40) ;;
     pretrain) recipe=(--iterations 1000000 --val-interval 1000 --val-episodes 100 --patience 20) ;;
-    *) echo "run.sh: no recipe for $method (protonet, maml, fomaml, anil, reptile, matching, relation, pretrain)" >&2
+    *) echo "run.sh: no recipe for $method (protonet, maml, fomaml, anil, maml++, reptile, matching, relation, pretrain)" >&2
        exit 1 ;;
 esac
 exec nice -n 19 metabench train "$method" --env "$env_id" --seed "$seed" \
