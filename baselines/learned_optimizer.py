@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metabench import models
 from metabench.envs import make_env
 from metabench.envs.optimizer import LOG10_LR_BOUNDS, MetaOptimizerEnv
 from metabench.episodes import Episodes
@@ -88,8 +89,7 @@ class UnrolledOptimizer(Learner):
             kind: [names.index(f"{kind}/{layer}") for layer in env.layers]
             for kind in ("log10_grad_norm", "log10_param_norm", "previous_log10_lr")
         }
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with models.seeded(seed):
             self.net = self.build().to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.outer_lr)
         self._state: Any = None

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metabench import nas
+from metabench import models, nas
 from metabench_baselines.protonet import ProtoNet
 
 
@@ -48,8 +48,7 @@ class MatchingNetwork(ProtoNet):
         if config.fce:
             architecture = nas.conv4(config.width) if config.architecture is None else nas.parse(config.architecture)
             features = architecture[-1].width  # the embedding's width
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with models.seeded(seed):
                 self.support_lstm = nn.LSTM(features, features, batch_first=True, bidirectional=True).to(device)
                 self.query_lstm = nn.LSTMCell(features, features).to(device)
         super().__init__(config, task, device, seed)

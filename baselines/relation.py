@@ -52,8 +52,7 @@ class RelationNetwork(ProtoNet):
         if side // 4 < 1:
             raise ValueError(f"the relation module pools twice: the embedding's {side}x{side} maps are too small")
         width = config.relation_width
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with models.seeded(seed):
             self.relation = nn.Sequential(
                 *(
                     layer

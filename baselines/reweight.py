@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metabench import models
 from metabench.checkpoints import learner_checkpoint, save_checkpoint
 from metabench.envs import make_env
 from metabench.envs.common import device_name
@@ -152,8 +153,7 @@ class MetaWeightNet(WeightingAgent):
     def __init__(self, config: Any, task: dict[str, Any], device: str | torch.device = "cpu", seed: int = 0) -> None:
         super().__init__(config, task, device, seed)
         self.env = _reweight_env(task, device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with models.seeded(seed):
             self.net = nn.Sequential(nn.Linear(1, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1), nn.Sigmoid())
         self.net.to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.outer_lr)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from metabench import models
 from metabench.search import Searcher, Space
 
 
@@ -122,8 +123,7 @@ class Reinforce(Searcher):
             raise ValueError("reinforce searches discrete candidates (MultiDiscrete); use cmaes or evolution for a Box")
         self.nvec = [int(n) for n in space.nvec]
         self.entropy, self.baseline_decay = entropy, baseline_decay
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with models.seeded(seed):
             self.start = torch.nn.Parameter(torch.zeros(hidden))
             self.embeddings = torch.nn.ModuleList(torch.nn.Embedding(n, hidden) for n in self.nvec)
             self.cell = torch.nn.LSTMCell(hidden, hidden)

@@ -19,7 +19,9 @@ shared weights can keep running statistics instead and predict non-transductivel
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,15 @@ import torch.nn.functional as F
 Params = dict[str, torch.Tensor]
 
 DOWNSAMPLING = ("maxpool", "stride")
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside the block torch's global generator is seeded with ``seed``, and restored after: ``torch.nn`` modules
+    built there get the same initial weights for the same seed, and the caller's random stream is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def kaiming_uniform(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> torch.Tensor:

@@ -309,3 +309,21 @@ def test_pretrain_draws_rotated_drawings_of_the_training_classes(env_id, env_kwa
         candidates = torch.rot90(raw[character], turns, dims=(-2, -1))  # its 20 drawings, rotated
         assert (candidates == image).flatten(1).all(dim=1).any()
     assert len(set(classes.tolist())) > 50
+
+
+def test_seeded_builds_the_same_modules_for_a_seed_and_leaves_the_global_stream_alone():
+    from torch import nn
+
+    from metabench import models
+
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with models.seeded(7):
+        first = nn.Linear(4, 2).weight.detach().clone()
+    with models.seeded(7):
+        again = nn.Linear(4, 2).weight.detach().clone()
+    with models.seeded(8):
+        other = nn.Linear(4, 2).weight.detach().clone()
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's random stream went on as if nothing was drawn
