@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 E=MetaOptimizer-Omniglot-5w1s-v1
 R=benchmarks/results/optimizer-v1
-log() { echo "$(date -u +%FT%TZ) $*"; }
+source benchmarks/results/stages.sh
 
 # tuned SGD and Adam: one log10 lr for every layer and step, grid over [-3.5, 0.5] on 20 val tasks per point
 if [ ! -f $R/hand-designed/grid.csv ]; then
@@ -28,14 +28,6 @@ if [ ! -f $R/cmaes/seed-0/checkpoint.pt ]; then
 fi
 
 # the test protocol, once per checkpoint (1,000 episodes)
-evaluate() {  # agent checkpoint
-    local out
-    out="$(dirname "$2")/evaluation"
-    if [ ! -f "$out/summary.json" ]; then
-        log "evaluate $1 $2"
-        metabench evaluate --agent "$1" --checkpoint "$2" --env $E --out "$out"
-    fi
-}
 evaluate open-loop $R/hand-designed/sgd/checkpoint.pt
 evaluate lstm-optimizer $R/lstm-optimizer/best.pt
 evaluate meta-sgd $R/meta-sgd/best.pt

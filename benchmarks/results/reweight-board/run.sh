@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 E=MetaReweight-Omniglot-5w10s-v1
 R=benchmarks/results/reweight-board
-log() { echo "$(date -u +%FT%TZ) $*"; }
+source benchmarks/results/stages.sh
 
 # the tuned agents: small-loss (drop, ramp) by grid on 6 val tasks per point; the weighting function by CMA-ES,
 # 14 candidates of 2 val tasks (the settings of benchmarks/README.md's reference comparison)
@@ -24,14 +24,6 @@ for seed in 0 1 2; do  # a finished run resumes to nothing
         --out $R/meta-weight-net-seed$seed
 done
 
-evaluate() {  # agent checkpoint
-    local out
-    out="$(dirname "$2")/evaluation"
-    if [ ! -f "$out/summary.json" ]; then
-        log "evaluate $1 $2"
-        metabench evaluate --agent "$1" --checkpoint "$2" --env $E --out "$out"
-    fi
-}
 evaluate uniform-weights $R/uniform/checkpoint.pt
 for seed in 0 1 2; do evaluate meta-weight-net $R/meta-weight-net-seed$seed/checkpoint.pt; done
 evaluate small-loss $R/small-loss/checkpoint.pt
