@@ -106,14 +106,17 @@ def checkpoint_content(
     }
 
 
-def learner_checkpoint(learner: Learner, env_id: str, *, inference_only: bool = False, **fields: Any) -> dict[str, Any]:
-    """:func:`checkpoint_content` of a built ``learner`` (its class, config, seed and state; without optimizer
-    state if ``inference_only``); ``fields`` are the other arguments of :func:`checkpoint_content`."""
+def learner_checkpoint(
+    learner: Learner, env_id: str, *, inference_only: bool = False, seed: int | None = None, **fields: Any
+) -> dict[str, Any]:
+    """:func:`checkpoint_content` of a built ``learner`` (its class, config, state without optimizer state if
+    ``inference_only``, and seed, unless ``seed`` records another: a design env's trained answer keeps the seed of
+    the agent that found it); ``fields`` are the other arguments of :func:`checkpoint_content`."""
     return checkpoint_content(
         type(learner),
         env_id,
         config=dataclasses.asdict(learner.config),
-        seed=fields.pop("seed", learner.seed),
+        seed=learner.seed if seed is None else seed,
         state=inference_state(learner) if inference_only else learner.state_dict(),
         inference_only=inference_only,
         **fields,
