@@ -196,6 +196,9 @@ def evaluate(
             "device_name": device_name(device),
             "wall_seconds": round(wall, 3),
             "workers": workers,
+            # each scoring process's intra-op threads (a Ray worker runs one): audits re-score at this count
+            "threads": 1 if workers > 1 else torch.get_num_threads(),
+            **({"cpu_capability": torch.backends.cpu.get_cpu_capability()} if device.type == "cpu" else {}),
             "peak_memory_bytes": torch.cuda.max_memory_allocated(device)
             if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -422,15 +425,28 @@ def rescore(
     *,
     seed: int = TEST_SEED,
     device: str | torch.device | None = None,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """The records of test episodes ``episodes`` (indices into the protocol's list) alone, exactly as
     :func:`evaluate` wrote them: what a spot check of a stored result re-runs.
+
+    ``threads``: torch's intra-op threads to score with, the stored run's (``summary.json`` ``run.threads``):
+    another count sums in another order, and an unrolled inner loop (MetaOptimizer, MetaReweight) carries that
+    last-bit difference into visible ones (measured: 40-50 of 100 MetaReweight episodes beyond the tolerance
+    at 2 threads after an evaluation at 1). ``None`` keeps the current count.
 
     Few-shot envs draw the seeded list in whole ``CHUNK`` draws, as :func:`evaluate` does, up to the end of
     the chunk holding the last index (cheap), and score the chosen tasks in batches of at least ``CHUNK``
     (all of a chunk's tasks: the very batches of :func:`evaluate`; a task's scores can otherwise differ in
     their last bits, within the leaderboard's tolerance); multi-step envs reset straight to episode ``i``'s seed.
     """
+    if threads is not None and threads != torch.get_num_threads():
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return rescore(learner, env_id, episodes, seed=seed, device=device)
+        finally:
+            torch.set_num_threads(previous)
     device = torch.device(device) if device is not None else learner.device
     env, _ = scored_env(make_env(env_id, split="test", device=device))
     wanted = sorted(set(episodes))

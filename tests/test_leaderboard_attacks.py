@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from metabench import leaderboard
-from metabench.checkpoints import load_checkpoint
+from metabench.checkpoints import build_learner, load_checkpoint
 from metabench.cli import main
 from metabench.evaluation import evaluate_checkpoint, rescore
 from metabench.sweep import sweep
@@ -420,19 +420,30 @@ def test_a_symlinked_entry_file_is_refused_without_printing_its_target(tmp_path:
 
 
 @pytest.mark.parametrize(
-    ("hardware", "differing", "passes"),
-    [("other", 1, True), ("other", 20, False), ("same", 1, False)],
+    ("hardware", "threads", "differing", "passes"),
+    [
+        ("other", "recorded", 1, True),
+        ("other", "recorded", 20, False),
+        ("same", "recorded", 1, False),
+        ("same", "unrecorded", 1, True),
+        ("same", "unrecorded", 20, False),
+    ],
 )
-def test_an_audit_on_other_hardware_re_scores_all_and_allows_rare_rounding(
-    tmp_path, monkeypatch, hardware, differing, passes
+def test_an_audit_on_another_platform_re_scores_all_and_allows_rare_rounding(
+    tmp_path, monkeypatch, hardware, threads, differing, passes
 ):
-    """A mismatch found by the audit on another CPU model than the stored run's escalates to every episode; up to
-    1% may differ (an unrolled loop can amplify a last-bit difference), the mean still within the same-device
-    bound. On the same hardware, or with more episodes off, the check fails."""
+    """A mismatch found by the audit on another CPU model than the stored run's, or for an entry that did not
+    record its thread count, escalates to every episode; up to 1% may differ (an unrolled loop can amplify a
+    last-bit difference), the mean still within the same-device bound. On the same hardware at the recorded
+    thread count, or with more episodes off, the check fails."""
     import metabench.evaluation as evaluation
 
     root = copy_board(tmp_path, PRETRAIN)
+    if threads == "recorded":
+        edit_json(root / PRETRAIN / "summary.json", lambda summary: summary["run"].update(threads=1))
+        rehash(root / PRETRAIN)
     entry = leaderboard.load_entry(root / PRETRAIN)
+    assert (entry.summary.run.threads is None) is (threads == "unrecorded")
     stored_name = entry.summary.run.device_name
     monkeypatch.setattr(
         "metabench.envs.common.device_name", lambda device: "Other CPU" if hardware == "other" else stored_name
@@ -447,6 +458,36 @@ def test_an_audit_on_other_hardware_re_scores_all_and_allows_rare_rounding(
     monkeypatch.setattr(evaluation, "rescore", rescore)
     report = leaderboard.check_entry(entry, [], 7)
     assert report.passed is passes, report.message
-    assert report.episodes == (1000 if hardware == "other" else 100)
+    assert report.episodes == (100 if (hardware, threads) == ("same", "recorded") else 1000)
     if passes:
         assert "within the other-hardware allowance" in report.message
+
+
+def test_the_audit_scores_at_the_evaluations_thread_count(tmp_path, monkeypatch) -> None:
+    """An entry evaluated at one thread is re-scored at one thread whatever torch's count here, which is restored
+    afterwards; ``evaluate`` records the count it scored at."""
+    import metabench.evaluation as evaluation
+
+    root = copy_board(tmp_path, PRETRAIN)
+    edit_json(root / PRETRAIN / "summary.json", lambda summary: summary["run"].update(threads=1))
+    rehash(root / PRETRAIN)
+    seen, real = [], evaluation.score_tasks
+
+    def score_tasks(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "score_tasks", score_tasks)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        report = leaderboard.check_entry(leaderboard.load_entry(root / PRETRAIN), [], 7)
+        assert report.passed, report.message
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        learner = build_learner("pretrain", "MetaSinusoid-5shot-v0")
+        summary, _ = evaluation.evaluate(learner, "MetaSinusoid-5shot-v0", n_episodes=3, progress=False)
+        assert summary["run"]["threads"] == 2
+        assert summary["run"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    finally:
+        torch.set_num_threads(previous)

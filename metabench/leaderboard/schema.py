@@ -110,6 +110,8 @@ class Run(_Strict):
     device: PlainText
     device_name: PlainText
     wall_seconds: float = Field(ge=0)
+    threads: int | None = Field(default=None, ge=1, le=4096)  # None: an entry from before it was recorded
+    cpu_capability: PlainText | None = None  # torch's CPU kernel set (AVX2, AVX512): other kernels round otherwise
     peak_memory_bytes: int = Field(ge=0)
     metabench_version: str
     torch_version: str

@@ -38,8 +38,9 @@ from metabench.leaderboard.schema import (
 from metabench.leaderboard.storage import duplicate_of, entry_folders, load_entries, load_entry, resolve_entry
 from metabench.leaderboard.validation import check_evaluation, compare_records, scored_queries
 
-#: An audit on other hardware than the stored run's (another CPU or GPU model: other kernels, other rounding)
-#: that finds a mismatch re-scores every episode, and passes if at most this fraction of them differ, with the
+#: An audit on another platform than the stored run's (another CPU or GPU model or kernel set: other rounding;
+#: or an entry that did not record its thread count, :func:`same_platform`) that finds a mismatch re-scores every
+#: episode, and passes if at most this fraction of them differ, with the
 #: mean reward difference still within the same-device bound: an unrolled inner loop (MetaOptimizer) can carry
 #: a last-bit difference into a visible one on a rare episode (measured: 1 of 1,000 episodes of a MetaOptimizer
 #: entry, 2.5e-3, re-scored on an AMD EPYC after an Intel Xeon), while a forgery in the submitter's favour moves
@@ -86,11 +87,30 @@ class CheckReport:
     details: dict[str, Any] | None = None
 
 
+def same_platform(entry: Entry, device: str) -> bool:
+    """Whether ``device`` here is the stored run's platform, on which an audit must reproduce every episode: the
+    same hardware (:func:`~metabench.envs.common.device_name`), on CPU the same kernel set, and a known thread
+    count (the audit re-scores at it). An entry from before threads were recorded was scored at a count no one
+    knows, so a mismatch is judged as on other hardware."""
+    import torch
+
+    from metabench.envs.common import device_name
+
+    run = entry.summary.run
+    capability = torch.backends.cpu.get_cpu_capability() if torch.device(device).type == "cpu" else None
+    return (
+        run.device_name == device_name(device)
+        and run.threads is not None
+        and (run.cpu_capability is None or capability is None or run.cpu_capability == capability)
+    )
+
+
 def _reproduces(entry: Entry, learner: Any, episodes: list[int], device: str) -> tuple[bool, dict[str, Any]]:
-    """Re-score ``episodes`` of ``entry`` with ``learner`` and compare with its stored records."""
+    """Re-score ``episodes`` of ``entry`` with ``learner`` at the stored run's thread count and compare with its
+    stored records."""
     from metabench.evaluation import rescore
 
-    rerun = rescore(learner, entry.env_id, episodes, device=device)
+    rerun = rescore(learner, entry.env_id, episodes, device=device, threads=entry.summary.run.threads)
     cross_device = str(device).split(":")[0] != entry.summary.run.device.split(":")[0]
     return compare_records(
         [entry.records[i] for i in episodes],
@@ -158,9 +178,9 @@ def check_entry(
         episodes = list(range(total)) if full else audit_episodes(entry.env_id, label, seed)
         learner, _ = load_checkpoint(entry.path / "checkpoint.pt", device, agent=entry.summary.agent)
         matches, details = _reproduces(entry, learner, episodes, device)
-        if not matches and entry.summary.run.device_name != device_name(device):
+        if not matches and not same_platform(entry, device):
             if not full:
-                mode = f"audit (seed {seed}), then a full re-run on other hardware ({device_name(device)})"
+                mode = f"audit (seed {seed}), then a full re-run on another platform ({device_name(device)})"
                 episodes = list(range(total))
                 matches, details = _reproduces(entry, learner, episodes, device)
             allowed = OTHER_HARDWARE_MISMATCH_FRACTION * total
@@ -268,6 +288,7 @@ def verify(entry: str | Path, root: str | Path | None = None, device: str = "cpu
         "episodes_sha256": stored.record.files["episodes.jsonl"],
         "device": str(device),
         "device_name": device_name(device),
+        "threads": stored.summary.run.threads or torch.get_num_threads(),
         "torch_version": torch.__version__,
         "metabench_version": metabench.__version__,
         **(report.details or {}),
