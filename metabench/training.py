@@ -315,6 +315,7 @@ def train(
         "threads": torch.get_num_threads(),
         "ranks": ranks,
         "start_iteration": iteration,
+        "planned_iterations": iterations,
         **({"command": command} if command else {}),
     }
     slice_wall, slice_cpu = time.perf_counter(), time.process_time()

@@ -209,3 +209,45 @@ def test_the_inner_loops_adam_rule_is_adam():
         optimizer.step()
     assert int(state["step"]) == 6
     torch.testing.assert_close(params["w"], reference.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_score_py_reads_test_only_for_a_run_that_has_ended(tmp_path):
+    """reproductions/score.py refuses a run that can still train (the test split is read once per finished run)
+    and treats an early-stopped one, or one at its --iterations, as ended; its notes give the whole run."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "reproductions" / "score.py"
+    spec = importlib.util.spec_from_file_location("score", script)
+    score = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score)
+
+    run = tmp_path / "MetaOmniglot-5w1s-v1" / "protonet-seed0"
+    settings = {"config": {**TINY, "lr": 0.0}, "val_interval": 2, "val_episodes": 5, "progress": False}
+    train("protonet", "MetaOmniglot-5w1s-v1", run, iterations=4, patience=50, **settings)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    last = state["training"]["slices"][-1]
+    assert last["planned_iterations"] == 4 and score.ended(state)  # every planned iteration done
+    last["planned_iterations"] = 1000  # as a slice stopped by Ctrl-C or its time budget leaves it
+    torch.save(state, run / "checkpoint.pt")
+    assert not score.ended(state)
+    refused = subprocess.run(
+        [sys.executable, str(script), "protonet", "MetaOmniglot-5w1s-v1", "0", "--runs", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "has not ended (iteration 4)" in refused.stderr
+    assert not list(run.glob("test-*"))  # nothing was scored
+    del last["planned_iterations"]
+    last["command"] = "metabench train protonet --iterations 4 --patience 50"
+    assert score.ended(state)  # a slice from before planned_iterations was recorded: its command says
+
+    stopped = torch.load(
+        train("protonet", "MetaOmniglot-5w1s-v1", tmp_path / "stops", iterations=1000, patience=2, **settings),
+        weights_only=True,
+    )
+    assert stopped["early_stopping"]["stopped"] and score.ended(stopped)
+    best = stopped["early_stopping"]["best_iteration"]
+    assert f"{stopped['iteration']:,} iterations x 1 = " in score.notes(stopped)
+    assert f"the best validation's (iteration {best:,})" in score.notes(stopped)

@@ -110,7 +110,7 @@ def compare_records(
     signed difference within the same-device tolerance whatever ``reward_atol`` (rounding averages out, a
     forgery in the submitter's favour does not), and accuracies within one query in <= 1% of the episodes."""
     by_episode = {record.episode: record for record in stored}
-    signed, accuracy_flips, mismatched = [], 0, []
+    signed, signed_accuracy, accuracy_flips, mismatched = [], [], 0, []
     for new in rerun:
         old = by_episode.get(new["episode"])
         if old is None:
@@ -119,8 +119,9 @@ def compare_records(
         signed.append(new["reward"] - old.reward)
         ok = abs(signed[-1]) <= reward_atol + REWARD_RTOL * abs(old.reward)
         if old.accuracy is not None:
-            accuracy_diff = abs(new.get("accuracy", math.nan) - old.accuracy)
-            if accuracy_diff > 1e-6:
+            signed_accuracy.append(new.get("accuracy", math.nan) - old.accuracy)
+            accuracy_diff = abs(signed_accuracy[-1])
+            if not accuracy_diff <= 1e-6:
                 accuracy_flips += 1
                 ok = ok and accuracy_diff <= 1 / max(queries, 1) + 1e-6
         if not ok:
@@ -134,6 +135,9 @@ def compare_records(
         "max_reward_abs_diff": max(map(abs, signed), default=0.0),
         "mean_reward_diff": mean_diff,
         "mean_reward_tolerance": mean_tolerance,
+        "reward_diff_se": standard_error(signed),
+        "mean_accuracy_diff": float(np.mean(signed_accuracy)) if signed_accuracy else 0.0,
+        "accuracy_diff_se": standard_error(signed_accuracy),
         "accuracy_differences": accuracy_flips,
         "reward_atol": reward_atol,
     }
@@ -141,6 +145,11 @@ def compare_records(
         not mismatched and accuracy_flips <= ACCURACY_FLIP_FRACTION * len(rerun) and abs(mean_diff) <= mean_tolerance
     )
     return matches, details
+
+
+def standard_error(values: list[float]) -> float:
+    """The standard error of the mean of ``values`` (0 for fewer than two)."""
+    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def _not_finite(text: str) -> float:

@@ -38,14 +38,19 @@ from metabench.leaderboard.schema import (
 from metabench.leaderboard.storage import duplicate_of, entry_folders, load_entries, load_entry, resolve_entry
 from metabench.leaderboard.validation import check_evaluation, compare_records, scored_queries
 
-#: An audit on another platform than the stored run's (another CPU or GPU model or kernel set: other rounding;
-#: or an entry that did not record its thread count, :func:`same_platform`) that finds a mismatch re-scores every
-#: episode, and passes if at most this fraction of them differ, with the
-#: mean reward difference still within the same-device bound: an unrolled inner loop (MetaOptimizer) can carry
-#: a last-bit difference into a visible one on a rare episode (measured: 1 of 1,000 episodes of a MetaOptimizer
-#: entry, 2.5e-3, re-scored on an AMD EPYC after an Intel Xeon), while a forgery in the submitter's favour moves
-#: the mean.
-OTHER_HARDWARE_MISMATCH_FRACTION = 0.01
+#: On another platform than the stored run's (another CPU or GPU model or kernel set: other rounding; or an entry
+#: that did not record its thread count, :func:`same_platform`) a re-run that differs is judged as a paired sample
+#: of the stored episodes, not episode by episode (an audit's sample that fails re-scores every episode and judges
+#: those the same way): an unrolled inner
+#: loop carries a last-bit difference into visible ones (measured on an Intel Xeon, entries evaluated on an AMD
+#: EPYC with the same AVX-512 kernels: 1 of 20 MetaOptimizer Meta-SGD episodes 0.19 apart; 220 of 1,000
+#: Meta-Weight-Net episodes beyond the tolerance, up to 0.44, mean difference -0.0003). It passes if at least
+#: this fraction of the episodes still reproduce to the per-episode tolerance (a forgery that reshapes the
+#: results, e.g. to narrow their CI, changes most of them) ...
+OTHER_HARDWARE_MIN_REPRODUCED = 0.5
+#: ... and the mean signed reward and accuracy differences are within this many standard errors of the paired
+#: differences (or the same-device bound, if larger): other rounding has no favoured sign, a forgery does.
+OTHER_HARDWARE_MEAN_Z = 3.0
 #: A design board's design, re-trained by its recipe (``full``), must score within this much mean accuracy of
 #: the stored checkpoint on the protocol's episodes: re-training on another machine may round differently.
 RETRAIN_ACCURACY_TOL = 0.02
@@ -120,6 +125,18 @@ def _reproduces(entry: Entry, learner: Any, episodes: list[int], device: str) ->
     )
 
 
+def as_paired_sample(details: dict[str, Any]) -> bool:
+    """Whether a re-run on another platform agrees with the stored episodes as a paired sample (the bounds of
+    :data:`OTHER_HARDWARE_MIN_REPRODUCED` and :data:`OTHER_HARDWARE_MEAN_Z`), given :func:`compare_records`'s
+    ``details``."""
+    return (
+        details["mismatched_episodes"] <= (1 - OTHER_HARDWARE_MIN_REPRODUCED) * details["episodes"]
+        and abs(details["mean_reward_diff"])
+        <= max(details["mean_reward_tolerance"], OTHER_HARDWARE_MEAN_Z * details["reward_diff_se"])
+        and abs(details["mean_accuracy_diff"]) <= max(1e-9, OTHER_HARDWARE_MEAN_Z * details["accuracy_diff_se"])
+    )
+
+
 def check_design(entry: Entry, device: str = "cpu") -> float:
     """A design board's entry (MetaNAS, MetaAugment v2): re-train its design by the board's recipe and score the
     protocol's episodes; refused unless the mean accuracy is within ``RETRAIN_ACCURACY_TOL`` of the stored one.
@@ -179,23 +196,20 @@ def check_entry(
         learner, _ = load_checkpoint(entry.path / "checkpoint.pt", device, agent=entry.summary.agent)
         matches, details = _reproduces(entry, learner, episodes, device)
         if not matches and not same_platform(entry, device):
-            if not full:
+            matches = as_paired_sample(details)
+            if not matches and not full:
                 mode = f"audit (seed {seed}), then a full re-run on another platform ({device_name(device)})"
                 episodes = list(range(total))
                 matches, details = _reproduces(entry, learner, episodes, device)
-            allowed = OTHER_HARDWARE_MISMATCH_FRACTION * total
-            matches = matches or (
-                details["mismatched_episodes"] <= allowed
-                and details["accuracy_differences"] <= allowed
-                and abs(details["mean_reward_diff"]) <= details["mean_reward_tolerance"]
-            )
+                matches = matches or as_paired_sample(details)
         if not matches:
             return report(
                 False,
                 f"{details['mismatched_episodes']} of {len(episodes)} re-scored episodes differ from the stored ones "
                 f"(first: {details['first_mismatches']}), {details['accuracy_differences']} accuracies differ, max "
                 f"reward difference {details['max_reward_abs_diff']:.3g}, mean reward difference "
-                f"{details['mean_reward_diff']:+.3g} (at most {details['mean_reward_tolerance']:.3g})",
+                f"{details['mean_reward_diff']:+.3g} ± {details['reward_diff_se']:.2g} s.e. (same-device bound "
+                f"{details['mean_reward_tolerance']:.3g})",
                 details,
             )
         retrained = ""
@@ -206,7 +220,8 @@ def check_entry(
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
         return report(False, "cannot re-run the stored checkpoint: " + " ".join(str(error).split()))
     differ = (
-        f" ({details['mismatched_episodes']} within the other-hardware allowance)"
+        f" ({details['mismatched_episodes']} differ, as a paired sample within the other-hardware bounds: mean "
+        f"reward difference {details['mean_reward_diff']:+.2g} ± {details['reward_diff_se']:.2g} s.e.)"
         if details["mismatched_episodes"]
         else ""
     )
