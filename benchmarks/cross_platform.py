@@ -14,7 +14,7 @@ import time
 from metabench.checkpoints import load_checkpoint
 from metabench.envs.common import device_name
 from metabench.leaderboard.storage import default_root, load_entries
-from metabench.leaderboard.verification import _reproduces
+from metabench.leaderboard.verification import reproduces
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
             continue
         start = time.perf_counter()
         learner, _ = load_checkpoint(entry.path / "checkpoint.pt", "cpu", agent=entry.summary.agent)
-        _, details = _reproduces(entry, learner, list(range(args.episodes)), "cpu")
+        _, details = reproduces(entry, learner, list(range(args.episodes)), "cpu")
         print(
             f"{entry.env_id}/{entry.name} (evaluated on {entry.summary.run.device_name}, "
             f"{entry.summary.run.threads} thread(s)): {details['mismatched_episodes']} of {args.episodes} beyond "

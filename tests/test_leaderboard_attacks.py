@@ -459,7 +459,7 @@ def test_on_another_platform_the_re_run_is_judged_as_a_paired_sample(
     monkeypatch.setattr(
         "metabench.envs.common.device_name", lambda device: "Other CPU" if hardware == "other" else stored_name
     )
-    real, shift = evaluation.rescore, DIFFERENCES[differences]  # _reproduces imports rescore at call time
+    real, shift = evaluation.rescore, DIFFERENCES[differences]  # reproduces imports rescore at call time
 
     def rescore(learner, env_id, episodes, **kwargs):
         return [{**r, "reward": r["reward"] + shift(r["episode"])} for r in real(learner, env_id, episodes, **kwargs)]

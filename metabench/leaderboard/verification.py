@@ -40,13 +40,12 @@ from metabench.leaderboard.validation import check_evaluation, compare_records, 
 
 #: On another platform than the stored run's (another CPU or GPU model or kernel set: other rounding; or an entry
 #: that did not record its thread count, :func:`same_platform`) a re-run that differs is judged as a paired sample
-#: of the stored episodes, not episode by episode (an audit's sample that fails re-scores every episode and judges
-#: those the same way): an unrolled inner
-#: loop carries a last-bit difference into visible ones (measured on an Intel Xeon, entries evaluated on an AMD
-#: EPYC with the same AVX-512 kernels: 1 of 20 MetaOptimizer Meta-SGD episodes 0.19 apart; 220 of 1,000
-#: Meta-Weight-Net episodes beyond the tolerance, up to 0.44, mean difference -0.0003). It passes if at least
-#: this fraction of the episodes still reproduce to the per-episode tolerance (a forgery that reshapes the
-#: results, e.g. to narrow their CI, changes most of them) ...
+#: of the stored episodes, not episode by episode (an audit sample that fails re-scores every episode and judges
+#: those the same way): an unrolled inner loop carries a last-bit difference into visible ones (measured on an
+#: Intel Xeon, entries evaluated on an AMD EPYC with the same AVX-512 kernels: 1 of 20 Meta-SGD episodes 0.19
+#: apart; 220 of 1,000 Meta-Weight-Net episodes beyond the tolerance, up to 0.44, mean difference -0.0003). It
+#: passes if at least this fraction of the episodes still reproduce to the per-episode tolerance (a forgery that
+#: reshapes the results, e.g. to narrow their CI, changes most of them) ...
 OTHER_HARDWARE_MIN_REPRODUCED = 0.5
 #: ... and the mean signed reward and accuracy differences are within this many standard errors of the paired
 #: differences (or the same-device bound, if larger): other rounding has no favoured sign, a forgery does.
@@ -110,7 +109,7 @@ def same_platform(entry: Entry, device: str) -> bool:
     )
 
 
-def _reproduces(entry: Entry, learner: Any, episodes: list[int], device: str) -> tuple[bool, dict[str, Any]]:
+def reproduces(entry: Entry, learner: Any, episodes: list[int], device: str) -> tuple[bool, dict[str, Any]]:
     """Re-score ``episodes`` of ``entry`` with ``learner`` at the stored run's thread count and compare with its
     stored records."""
     from metabench.evaluation import rescore
@@ -194,13 +193,13 @@ def check_entry(
         total = int(registered_protocol(entry.env_id)["episodes"])
         episodes = list(range(total)) if full else audit_episodes(entry.env_id, label, seed)
         learner, _ = load_checkpoint(entry.path / "checkpoint.pt", device, agent=entry.summary.agent)
-        matches, details = _reproduces(entry, learner, episodes, device)
+        matches, details = reproduces(entry, learner, episodes, device)
         if not matches and not same_platform(entry, device):
             matches = as_paired_sample(details)
             if not matches and not full:
                 mode = f"audit (seed {seed}), then a full re-run on another platform ({device_name(device)})"
                 episodes = list(range(total))
-                matches, details = _reproduces(entry, learner, episodes, device)
+                matches, details = reproduces(entry, learner, episodes, device)
                 matches = matches or as_paired_sample(details)
         if not matches:
             return report(
