@@ -255,10 +255,8 @@ class MAML(Learner):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for part, values in (("params", self.params), ("inner_lrs", self.inner_lrs), ("running", self.running)):
-                for name, value in state.get(part, {}).items():
-                    values[name].copy_(value)
+        for part, values in (("params", self.params), ("inner_lrs", self.inner_lrs), ("running", self.running)):
+            models.load_params(values, state.get(part, {}))
         self.optimizer.load_state_dict(state["optimizer"])
 
 

@@ -201,11 +201,8 @@ class Pretrain(Learner):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for name, value in state["params"].items():
-                self.params[name].copy_(value)
-            for name, value in state["running"].items():
-                self.running[name].copy_(value)
+        models.load_params(self.params, state["params"])
+        models.load_params(self.running, state["running"])
         self.optimizer.load_state_dict(state["optimizer"])
         if "generator" in state:
             self.generator.set_state(state["generator"].cpu())

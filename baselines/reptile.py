@@ -200,10 +200,8 @@ class Reptile(Learner):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, value in state["params"].items():
-            self.params[name].copy_(value)
-        for name, value in state.get("running", {}).items():
-            self.running[name].copy_(value)
+        models.load_params(self.params, state["params"])
+        models.load_params(self.running, state.get("running", {}))
         if "inner_adam" in state:
             self.adam = _copy(state["inner_adam"])
 

@@ -181,6 +181,13 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> tor
     return one_hot.transpose(1, 2) @ features / one_hot.sum(dim=1).unsqueeze(-1)
 
 
+def load_params(target: Params, source: Params) -> None:
+    """Copy ``source``'s tensors into ``target``'s of the same names, in place (a learner's state loading)."""
+    with torch.no_grad():
+        for name, value in source.items():
+            target[name].copy_(value)
+
+
 def expand(params: Params, tasks: int) -> Params:
     """View shared parameters as ``tasks`` copies (a task dimension); gradients sum back."""
     return {name: value.expand(tasks, *value.shape) for name, value in params.items()}

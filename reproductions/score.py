@@ -8,6 +8,10 @@ stopping, else ``checkpoint.pt``) is scored with ``metabench evaluate`` on ENV_I
 ``--boards`` (a ProtoNets model validated on 5-way goes on its 20-way board too) into ``test-BOARD/``
 beside it, submitted as ``METHOD-seedSEED-paper-recipe`` with the run's full length in the notes, and
 verified. A board already scored or already holding the entry is skipped, so re-running resumes.
+
+A run without early stopping is scored at the iteration its last slice was planned to end on, so a long run
+can be scored at a milestone (``run.sh maml ... --iterations 30000``) and again when resumed to its recipe's
+end: each such checkpoint is its own entry, ``METHOD-seedSEED-paper-recipe-Nit``, in ``test-BOARD-Nit/``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ def ended(state: dict) -> bool:
         return state["iteration"] >= last["planned_iterations"]
     command = last["command"].split()  # slices run before planned_iterations was recorded
     return state["iteration"] >= int(command[command.index("--iterations") + 1])
+
+
+def milestone(state: dict) -> str:
+    """The suffix naming what is scored: "" for the best validation's model, "-Nit" for the checkpoint at N."""
+    return "" if state.get("early_stopping") is not None else f"-{state['iteration']}it"
 
 
 def notes(state: dict) -> str:
@@ -75,10 +84,14 @@ def main() -> None:
     if not ended(state):
         raise SystemExit(f"score.py: {folder} has not ended (iteration {state['iteration']:,}); resume it with run.sh")
     model = folder / ("best.pt" if state.get("early_stopping") is not None else "checkpoint.pt")
-    name = f"{args.method}-seed{args.seed}-paper-recipe"
+    suffix = milestone(state)
+    name = f"{args.method}-seed{args.seed}-paper-recipe{suffix}"
+    command = f"reproductions/run.sh {args.method} {args.env_id} {args.seed}"
+    if suffix:
+        command += f" --iterations {state['iteration']}"
     leaderboard = default_root()  # $METABENCH_LEADERBOARD or the checkout's, as submit's
     for board in [args.env_id, *args.boards]:
-        out = folder / f"test-{board}"
+        out = folder / f"test-{board}{suffix}"
         if not (out / "summary.json").exists():
             run(
                 "metabench",
@@ -111,7 +124,7 @@ def main() -> None:
                 "--test-data-for-model-selection",
                 "no",
                 "--train-command",
-                f"reproductions/run.sh {args.method} {args.env_id} {args.seed}",
+                command,
                 "--notes",
                 notes(state),
             )

@@ -67,6 +67,20 @@ def test_a_policy_changes_the_training_and_results_repeat_exactly():
     assert other_seed != rotated
 
 
+def test_a_seed_averaged_reward_is_the_mean_over_learners_trained_from_consecutive_seeds():
+    """``train_seeds=2``: the reward and accuracy average the learners of train seeds 3 and 4 (a search's less noisy
+    signal); the cost doubles, the protocol records it, and the registered protocol (one seed) is unchanged."""
+    one, two = play(tiny_env(train_seed=3), ROTATE), play(tiny_env(train_seed=4), ROTATE)
+    env = tiny_env(train_seed=3, train_seeds=2)
+    reward, info = play(env, ROTATE)
+    assert reward == pytest.approx((one[0] + two[0]) / 2, abs=1e-6)
+    assert info["accuracy"] == pytest.approx((one[1]["accuracy"] + two[1]["accuracy"]) / 2, abs=1e-6)
+    assert info["cost_train_episodes"] == 2 * one[1]["cost_train_episodes"]
+    assert env.unwrapped.protocol["train_seeds"] == 2 and "train_seeds" not in tiny_env().unwrapped.protocol
+    with pytest.raises(ValueError, match="train_seeds"):
+        tiny_env(train_seeds=0)
+
+
 def test_bad_actions_and_settings_are_refused_clearly():
     env = tiny_env()
     with pytest.raises(gym.error.ResetNeeded):

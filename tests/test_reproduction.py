@@ -229,6 +229,7 @@ def test_score_py_reads_test_only_for_a_run_that_has_ended(tmp_path):
     state = torch.load(run / "checkpoint.pt", weights_only=True)
     last = state["training"]["slices"][-1]
     assert last["planned_iterations"] == 4 and score.ended(state)  # every planned iteration done
+    assert score.milestone(state) == ""  # with early stopping the best validation's model is scored
     last["planned_iterations"] = 1000  # as a slice stopped by Ctrl-C or its time budget leaves it
     torch.save(state, run / "checkpoint.pt")
     assert not score.ended(state)
@@ -247,7 +248,12 @@ def test_score_py_reads_test_only_for_a_run_that_has_ended(tmp_path):
         train("protonet", "MetaOmniglot-5w1s-v1", tmp_path / "stops", iterations=1000, patience=2, **settings),
         weights_only=True,
     )
-    assert stopped["early_stopping"]["stopped"] and score.ended(stopped)
+    assert stopped["early_stopping"]["stopped"] and score.ended(stopped) and score.milestone(stopped) == ""
     best = stopped["early_stopping"]["best_iteration"]
     assert f"{stopped['iteration']:,} iterations x 1 = " in score.notes(stopped)
     assert f"the best validation's (iteration {best:,})" in score.notes(stopped)
+    maml = {**settings, "config": {"width": 8, "meta_batch": 2}}
+    plain = torch.load(
+        train("maml", "MetaOmniglot-5w1s-v1", tmp_path / "maml", iterations=2, **maml), weights_only=True
+    )
+    assert score.ended(plain) and score.milestone(plain) == "-2it"  # resumed further, it is another entry

@@ -415,11 +415,8 @@ def _read_body(path: Path, device: torch.device) -> Any:
         raise ValueError(f"{path} is not a loadable body or checkpoint: {error}") from error
     if isinstance(content, dict) and content.get("format") == BODY_FORMAT:
         learner = build_learner("pretrain", content["env_id"], content["config"], device, content["seed"])
-        with torch.no_grad():
-            for name, value in content["params"].items():
-                learner.params[name].copy_(value)
-            for name, value in content["running"].items():
-                learner.running[name].copy_(value)
+        models.load_params(learner.params, content["params"])
+        models.load_params(learner.running, content["running"])
         return learner
     learner, state = load_checkpoint(path, device)
     if state["agent"] != "pretrain" or learner.task.get("dataset") != "omniglot":

@@ -20,6 +20,11 @@ fixed, seeded list of ``val_episodes`` ``val`` tasks (N-way K-shot, 15 queries; 
 **Reward**: minus their mean query cross-entropy. ``info``: ``val_accuracy`` (= ``accuracy``),
 ``val_reward_ci95``, ``augmented_fraction``, ``cost_seconds`` and ``cost_train_episodes``.
 
+Seed-averaged reward (``train_seeds=R``, for searches): a policy's gain varies by 0.075 (s.d.) across train
+seeds (``benchmarks/README.md``), more than most gaps between good policies, so a search can ask for the mean
+reward of R learners trained with seeds ``train_seed .. train_seed + R - 1`` on the same val tasks (R times
+the cost). The test protocol stays the registered one: one learner, ``train_seed``.
+
 Why a data-poor split: on all 4,112 ``train`` classes, at this budget every measured policy lowered the
 val reward (the learner under-fits; augmentation only slows it), while on 100 classes the learner
 over-fits and augmentation raises the reward by about 0.1 (``benchmarks/augment_headroom.py``). The
@@ -73,6 +78,7 @@ class MetaAugmentTrainingEnv(DesignEnv):
         train_classes: the first this many classes of the ``train`` split are all the learner sees.
         train_episodes, train_way, train_query: the fixed training budget and its episode shape.
         train_seed: seeds the learner's initialisation, its training episodes and the augmentation draws.
+        train_seeds: the reward averages this many learners, seeded ``train_seed``, ``train_seed + 1``, ...
         val_episodes, val_seed: the fixed list of val tasks that scores a policy.
         sub_policies: S, the policy's sub-policies.
         device, scheme, root, preprocessing, manifest_sha256: as for
@@ -93,6 +99,7 @@ class MetaAugmentTrainingEnv(DesignEnv):
         train_way: int = TRAIN_WAY,
         train_query: int = TRAIN_QUERY,
         train_seed: int = 0,
+        train_seeds: int = 1,
         val_episodes: int = VAL_EPISODES,
         val_seed: int = VAL_SEED,
         sub_policies: int = DEFAULT_SUB_POLICIES,
@@ -107,6 +114,7 @@ class MetaAugmentTrainingEnv(DesignEnv):
             "train_episodes": train_episodes,
             "train_way": train_way,
             "train_query": train_query,
+            "train_seeds": train_seeds,
             "val_episodes": val_episodes,
             "sub_policies": sub_policies,
         }
@@ -114,7 +122,7 @@ class MetaAugmentTrainingEnv(DesignEnv):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.device = torch.device(device)
-        self.train_episodes, self.train_seed = int(train_episodes), int(train_seed)
+        self.train_episodes, self.train_seed, self.train_seeds = int(train_episodes), int(train_seed), int(train_seeds)
         self.sub_policies = int(sub_policies)
         self.task_args = (n_way, k_shot, n_query, scheme, self.device, root, preprocessing, manifest_sha256)
         self.val_env = MetaOmniglotEnv(
@@ -162,6 +170,8 @@ class MetaAugmentTrainingEnv(DesignEnv):
             "val_episodes": int(val_episodes),
             "val_seed": int(val_seed),
         }
+        if self.train_seeds > 1:  # recorded only then: the registered protocol (one seed) is unchanged
+            self.protocol["train_seeds"] = self.train_seeds
         self.cache: dict[str, dict[str, Any]] = {}
         self._started = False
 
@@ -184,34 +194,38 @@ class MetaAugmentTrainingEnv(DesignEnv):
         key = json.dumps(policy.tolist())
         if key not in self.cache:
             start = time.perf_counter()
-            learner, augmented = self._train(policy)
+            learners, fractions = zip(
+                *(self._train(policy, seed) for seed in range(self.train_seed, self.train_seed + self.train_seeds)),
+                strict=True,
+            )
             self.cache[key] = {
-                **self.score_val(learner),
-                "augmented_fraction": augmented,
+                **self.score_val(*learners),
+                "augmented_fraction": float(np.mean(fractions)),
                 "cost_seconds": time.perf_counter() - start,
             }
         result = self.cache[key]
         info = {
             **{name: value for name, value in result.items() if name != "reward"},
             "accuracy": result["val_accuracy"],
-            "cost_train_episodes": self.train_episodes,
+            "cost_train_episodes": self.train_episodes * self.train_seeds,
             "policy": policy.numpy(),
         }
         return self._observation(), result["reward"], True, False, info
 
     # --- training and scoring ---------------------------------------------------------------
 
-    def _train(self, policy: torch.Tensor) -> tuple[Learner, float]:
-        """ProtoNets meta-trained on the policy's augmented episodes; also the fraction of images changed."""
+    def _train(self, policy: torch.Tensor, seed: int) -> tuple[Learner, float]:
+        """ProtoNets meta-trained from ``seed`` on the policy's augmented episodes; also the fraction of images
+        changed."""
         from metabench.training import TRAIN_SEED_OFFSET, train_fixed_budget
 
         learner = self.learner_class(
             config_from_dict(self.learner_class, self.learner_config),
             self.val_env.protocol,
             self.device,
-            self.train_seed,
+            seed,
         )
-        draws = torch.Generator().manual_seed(self.train_seed + AUGMENT_SEED_OFFSET)
+        draws = torch.Generator().manual_seed(seed + AUGMENT_SEED_OFFSET)
         changed, total = 0, 0
 
         def augmented(episodes: Episodes) -> Episodes:
@@ -224,7 +238,7 @@ class MetaAugmentTrainingEnv(DesignEnv):
                 inputs.append(flat.view(images.shape))
             return Episodes(inputs[0], episodes.support_targets, inputs[1], episodes.query_targets)
 
-        tasks = torch.Generator().manual_seed(self.train_seed + TRAIN_SEED_OFFSET)
+        tasks = torch.Generator().manual_seed(seed + TRAIN_SEED_OFFSET)
         for _ in train_fixed_budget(learner, self.train_sampler, [self.train_episodes], tasks, augmented):
             pass
         return learner, changed / max(total, 1)
@@ -239,8 +253,9 @@ class MetaAugmentTrainingEnv(DesignEnv):
         return json.dumps(policy.flatten().tolist())
 
     def train_for_test(self, design: str) -> Learner:
-        """ProtoNets trained under the policy ``design`` exactly as the reward trains it."""
-        learner, _ = self._train(augment.policy_from_action(np.array(json.loads(design)), self.sub_policies))
+        """ProtoNets trained under the policy ``design`` exactly as the reward trains it (its first seed)."""
+        policy = augment.policy_from_action(np.array(json.loads(design)), self.sub_policies)
+        learner, _ = self._train(policy, self.train_seed)
         return learner
 
     def recipe(self) -> dict[str, Any]:

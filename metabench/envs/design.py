@@ -48,11 +48,15 @@ class DesignEnv(gym.Env):
         """The env's training budget, for the test protocol's record (e.g. ``{"train_episodes": 500}``)."""
         raise NotImplementedError
 
-    def score_val(self, learner: Learner) -> dict[str, float]:
-        """The reward of a trained learner: minus its mean query loss on the fixed val tasks (and the accuracy,
-        with 95% CIs); a diverged learner scores 10x the chance loss."""
-        scores = [score_tasks(learner, self.val_env, episodes) for episodes in self.val_tasks]
-        rewards, accuracies = (np.concatenate(column) for column in zip(*scores, strict=True))
+    def score_val(self, *learners: Learner) -> dict[str, float]:
+        """The reward of trained learners: minus their mean query loss on the fixed val tasks (and the accuracy,
+        with 95% CIs over the tasks), each task's scores averaged over the learners; a diverged learner makes it
+        10x the chance loss."""
+        per_learner = []
+        for learner in learners:
+            scores = [score_tasks(learner, self.val_env, episodes) for episodes in self.val_tasks]
+            per_learner.append([np.concatenate(column) for column in zip(*scores, strict=True)])
+        rewards, accuracies = (np.mean(column, axis=0) for column in zip(*per_learner, strict=True))
         reward, reward_ci95 = mean_ci95(rewards)
         accuracy, accuracy_ci95 = mean_ci95(accuracies)
         if not np.isfinite(reward):
