@@ -44,7 +44,7 @@ from metabench import augment
 from metabench.envs import make_env
 from metabench.envs.augment import DEFAULT_SUB_POLICIES
 from metabench.envs.common import device_name
-from metabench.evaluation import mean_ci95
+from metabench.evaluation import mean_ci95, paired_difference
 from metabench.search import load_runs, open_loop_checkpoint, play
 from metabench.training import write_csv
 
@@ -271,23 +271,6 @@ def select(
     return summary
 
 
-def paired(eval_dir: str | Path, baseline_dir: str | Path) -> dict[str, Any]:
-    """Per-episode paired difference of two ``metabench evaluate`` outputs on the same protocol episodes."""
-    summaries = [json.loads((Path(d) / "summary.json").read_text()) for d in (eval_dir, baseline_dir)]
-    hashes = [summary["protocol"]["episodes_sha256"] for summary in summaries]
-    if hashes[0] != hashes[1]:
-        raise ValueError(f"{eval_dir} and {baseline_dir} were scored on different episodes ({hashes})")
-    records = [
-        [json.loads(line) for line in (Path(d) / "episodes.jsonl").read_text().splitlines()]
-        for d in (eval_dir, baseline_dir)
-    ]
-    result: dict[str, Any] = {"episodes": len(records[0]), "episodes_sha256": hashes[0]}
-    for key in ("reward", "accuracy"):
-        difference = np.array([a[key] - b[key] for a, b in zip(*records, strict=True)])
-        result[f"{key}_difference_mean"], result[f"{key}_difference_ci95"] = mean_ci95(difference)
-    return result
-
-
 def main(argv: list[str] | None = None) -> int:
     """The ``fixed``, ``select`` and ``paired`` commands (see the module doc)."""
     parser = argparse.ArgumentParser(
@@ -320,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(summary, indent=1))
     else:
-        print(json.dumps(paired(args.evaluation, args.baseline), indent=1))
+        print(json.dumps(paired_difference(args.evaluation, args.baseline), indent=1))
     return 0
 
 

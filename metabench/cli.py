@@ -174,6 +174,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paired(args: argparse.Namespace) -> int:
+    """Compare two scorings of the same test episodes, episode by episode."""
+    from metabench.evaluation import paired_difference
+
+    result = paired_difference(args.evaluation, args.baseline)
+    line = f"reward {result['reward_difference_mean']:+.4f} +- {result['reward_difference_ci95']:.4f}"
+    if "accuracy_difference_mean" in result:
+        accuracy = 100 * result["accuracy_difference_mean"], 100 * result["accuracy_difference_ci95"]
+        line += f", accuracy {accuracy[0]:+.2f} +- {accuracy[1]:.2f} points"
+    print(f"{args.evaluation} - {args.baseline} on the same {result['episodes']} episodes of {result['env_id']}:")
+    print(f"{line} (95% CI); a higher reward on {100 * result['better_fraction']:.0f} % of the episodes")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """Run a search method for a budget of evaluations, once per seed, and plot best-so-far reward."""
     from metabench.search import load_runs, plot_best_so_far, search, summarize
@@ -418,6 +434,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_worker_arguments(evaluate, "episodes scored in parallel (Ray workers; default 1: in this process)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    paired = commands.add_parser(
+        "paired",
+        help="the per-episode difference of two evaluations of the same test episodes, with its 95%% CI",
+        description="Paired comparison of two agents: EVALUATION - BASELINE episode by episode (folders written by "
+        "`metabench evaluate`, or leaderboard entries such as leaderboard/ENV_ID/NAME); both must have scored the "
+        "same episodes (the protocol's episodes_sha256). Prints the mean reward (and accuracy) difference with its "
+        "95% CI and the share of episodes the evaluation wins.",
+    )
+    paired.add_argument("evaluation", help="folder with summary.json and episodes.jsonl")
+    paired.add_argument("baseline", help="folder with summary.json and episodes.jsonl, on the same episodes")
+    paired.add_argument("--json", help="also write the figures to this JSON file")
+    paired.set_defaults(func=cmd_paired)
 
     sweep_parser = commands.add_parser(
         "sweep",

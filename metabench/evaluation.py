@@ -117,6 +117,33 @@ def mean_ci95(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(half_width)
 
 
+def paired_difference(evaluation: str | Path, baseline: str | Path) -> dict[str, Any]:
+    """Per-episode difference ``evaluation - baseline`` of two scorings of the same protocol episodes (folders of
+    ``metabench evaluate`` or leaderboard entries): mean and 95% CI of the reward (and accuracy) differences and the
+    share of episodes on which ``evaluation`` scores a higher reward. Paired over the same tasks, the CI is far
+    narrower than the unpaired ones when both agents find the same tasks hard."""
+    folders = [Path(evaluation), Path(baseline)]
+    summaries = [json.loads((folder / "summary.json").read_text()) for folder in folders]
+    hashes = [summary["protocol"]["episodes_sha256"] for summary in summaries]
+    if hashes[0] != hashes[1]:
+        raise ValueError(f"{evaluation} and {baseline} were scored on different episodes ({hashes[0]}, {hashes[1]})")
+    records = [
+        [json.loads(line) for line in (folder / "episodes.jsonl").read_text().splitlines()] for folder in folders
+    ]
+    result: dict[str, Any] = {
+        "env_id": summaries[0].get("env_id"),
+        "episodes": len(records[0]),
+        "episodes_sha256": hashes[0],
+    }
+    for key in ("reward", "accuracy"):
+        if all(key in record for record in records[0] + records[1]):
+            difference = np.array([a[key] - b[key] for a, b in zip(*records, strict=True)])
+            result[f"{key}_difference_mean"], result[f"{key}_difference_ci95"] = mean_ci95(difference)
+            if key == "reward":
+                result["better_fraction"] = float(np.mean(difference > 0))
+    return result
+
+
 def evaluate(
     learner: Learner,
     env_id: str,

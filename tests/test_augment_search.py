@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gymnasium as gym
@@ -143,20 +142,3 @@ def test_a_short_search_improves_reward(method, tmp_path):
     harms = [harm([float(v) for v in row["candidate"].split()]) for row in result.trace]
     assert np.mean(harms[-20:]) < 0.5 * np.mean(harms[:20])
     assert harm(result.best_candidate) < np.mean(harms[:20])
-
-
-def test_paired_differences_need_the_same_episodes(tmp_path):
-    def write(name: str, sha: str, rewards: list[float]) -> str:
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "summary.json").write_text(json.dumps({"protocol": {"episodes_sha256": sha}}))
-        records = [{"episode": i, "reward": r, "accuracy": 0.5 + r} for i, r in enumerate(rewards)]
-        (folder / "episodes.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
-        return str(folder)
-
-    policy, baseline = write("a", "x", [-0.1, -0.2, -0.3]), write("b", "x", [-0.2, -0.2, -0.5])
-    result = augment_policies.paired(policy, baseline)
-    assert result["episodes"] == 3 and result["reward_difference_mean"] == pytest.approx(0.1)
-    assert result["accuracy_difference_mean"] == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="different episodes"):
-        augment_policies.paired(policy, write("c", "y", [0.0, 0.0, 0.0]))

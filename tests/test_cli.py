@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -202,3 +203,25 @@ def test_search_plot_band_stops_at_the_largest_possible_reward(monkeypatch, tmp_
     plot_best_so_far(load_runs([tmp_path / "runs"]), tmp_path / "p.png")
     ((low, high),) = bands
     assert high.max() == 0.0 and low[-1] < 0 and high[0] < 0  # mean + CI would pass 0 at evaluation 2
+
+
+def test_paired_compares_two_evaluations_episode_by_episode_and_refuses_other_episodes(capsys, tmp_path):
+    def write(name: str, sha: str, rewards: list[float]) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "summary.json").write_text(json.dumps({"env_id": "E-v1", "protocol": {"episodes_sha256": sha}}))
+        records = [{"episode": i, "reward": r, "accuracy": 0.5 + r} for i, r in enumerate(rewards)]
+        (folder / "episodes.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+        return str(folder)
+
+    agent, baseline = write("a", "x", [-0.1, -0.2, -0.3, -0.4]), write("b", "x", [-0.2, -0.2, -0.5, -0.5])
+    assert main(["paired", agent, baseline, "--json", str(tmp_path / "paired.json")]) == 0
+    result = json.loads((tmp_path / "paired.json").read_text())
+    assert result["episodes"] == 4 and result["reward_difference_mean"] == pytest.approx(0.1)
+    assert result["accuracy_difference_mean"] == pytest.approx(0.1) and result["better_fraction"] == 0.75
+    differences = [0.1, 0.0, 0.2, 0.1]
+    assert result["reward_difference_ci95"] == pytest.approx(1.96 * np.std(differences, ddof=1) / 2)
+    out = capsys.readouterr().out
+    assert "same 4 episodes of E-v1" in out and "reward +0.1000" in out and "+10.00" in out and "75 %" in out
+    assert main(["paired", agent, write("c", "y", [0.0] * 4)]) == 1
+    assert "different episodes" in capsys.readouterr().err
