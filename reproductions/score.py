@@ -25,12 +25,17 @@ import torch
 from metabench.leaderboard.storage import default_root
 
 ROOT = Path(__file__).parent
-PAPERS = {
-    "protonet": "https://arxiv.org/abs/1703.05175",
-    "maml": "https://arxiv.org/abs/1703.03400",
-    "fomaml": "https://arxiv.org/abs/1703.03400",
-    "anil": "https://arxiv.org/abs/1909.09157",
-    "reptile": "https://arxiv.org/abs/1803.02999",
+#: Each run.sh method's paper and the baselines/ file its learner lives in.
+SOURCES = {
+    "protonet": ("https://arxiv.org/abs/1703.05175", "baselines/protonet.py"),
+    "maml": ("https://arxiv.org/abs/1703.03400", "baselines/maml.py"),
+    "fomaml": ("https://arxiv.org/abs/1703.03400", "baselines/maml.py"),
+    "anil": ("https://arxiv.org/abs/1909.09157", "baselines/anil.py"),
+    "maml++": ("https://arxiv.org/abs/1810.09502", "baselines/maml.py"),
+    "reptile": ("https://arxiv.org/abs/1803.02999", "baselines/reptile.py"),
+    "matching": ("https://arxiv.org/abs/1606.04080", "baselines/matching.py"),
+    "relation": ("https://arxiv.org/abs/1711.06025", "baselines/relation.py"),
+    "pretrain": ("https://arxiv.org/abs/1904.04232", "baselines/pretrain.py"),
 }
 
 
@@ -83,8 +88,8 @@ def main() -> None:
     state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
     if not ended(state):
         raise SystemExit(f"score.py: {folder} has not ended (iteration {state['iteration']:,}); resume it with run.sh")
-    model = folder / ("best.pt" if state.get("early_stopping") is not None else "checkpoint.pt")
     suffix = milestone(state)
+    model = folder / ("checkpoint.pt" if suffix else "best.pt")
     name = f"{args.method}-seed{args.seed}-paper-recipe{suffix}"
     command = f"reproductions/run.sh {args.method} {args.env_id} {args.seed}"
     if suffix:
@@ -118,9 +123,9 @@ def main() -> None:
                 "--method",
                 f"{args.method} (Conv-4), paper recipe",
                 "--paper",
-                PAPERS[args.method],
+                SOURCES[args.method][0],
                 "--code",
-                f"baselines/{args.method}.py",
+                SOURCES[args.method][1],
                 "--test-data-for-model-selection",
                 "no",
                 "--train-command",

@@ -257,3 +257,7 @@ def test_score_py_reads_test_only_for_a_run_that_has_ended(tmp_path):
         train("maml", "MetaOmniglot-5w1s-v1", tmp_path / "maml", iterations=2, **maml), weights_only=True
     )
     assert score.ended(plain) and score.milestone(plain) == "-2it"  # resumed further, it is another entry
+    recipes = (script.parent / "run.sh").read_text().split("case $method in")[1].split("*)")[0]
+    methods = {m.strip() for line in recipes.splitlines() if ")" in line for m in line.split(")")[0].split("|")}
+    assert methods == set(score.SOURCES)  # every recipe can be scored, citing its paper and code
+    assert all((script.parents[1] / code).is_file() for _, code in score.SOURCES.values())
